@@ -1,0 +1,222 @@
+"""Loading and saving encoder weights: official `.pth` state dicts and the project's safetensors.
+
+Official files are read with `torch.load(weights_only=True)` (never unpickled) and mapped to
+torchvision key names here, in one place. The project's own checkpoints are safetensors whose
+metadata holds a JSON header describing the architecture, normalisation and provenance.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from hvc_runtime.encoders import (
+    MOCO_FUSION_WEIGHT,
+    InferenceEncoder,
+    Normalization,
+    StrideEightResNet,
+)
+from hvc_runtime.errors import HvcError
+
+FORMAT_VERSION = 1
+HEADER_KEY = "hvc"
+DEFAULT_CHECKPOINT = Path(__file__).parent / "weights" / "hvc_r18_default.safetensors"
+DEFAULT_RANDOM_SEED = 0
+# Keys that official checkpoints may carry but the layer3 inference trunk does not use.
+_UNUSED_PREFIXES = ("layer4.", "fc.")
+
+
+@dataclass
+class CheckpointHeader:
+    """What a project checkpoint says about itself (stored as JSON in safetensors metadata)."""
+
+    architecture: str = "resnet18"
+    last_layer: str = "layer3"
+    feature_dim: int = 256
+    normalization: dict[str, list[float]] = field(
+        default_factory=lambda: {
+            "mean": list(Normalization().mean),
+            "std": list(Normalization().std),
+        }
+    )
+    training: dict[str, Any] = field(default_factory=dict)
+    git_revision: str = "unknown"
+    format_version: int = FORMAT_VERSION
+
+
+@dataclass
+class LoadedEncoder:
+    """An encoder and a one-line description of where its weights came from."""
+
+    encoder: InferenceEncoder
+    description: str
+    trained: bool
+
+
+def _read_official(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError as exc:
+        raise HvcError(f"{path}: checkpoint not found") from exc
+    except Exception as exc:  # torch raises many types for corrupt or unsafe files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise HvcError(f"{path}: not a loadable weights-only checkpoint ({first})") from exc
+    for wrapper in ("state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
+            obj = obj[wrapper]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise HvcError(f"{path}: does not hold a state dict of tensors")
+    return obj
+
+
+def _select_trunk(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map official key layouts (`online_encoder.`, `module.`, MoCo's `module.encoder_q.`) to ours."""
+    for prefix in ("online_encoder.", "module.online_encoder.", "module.encoder_q.", "encoder_q."):
+        if any(k.startswith(prefix) for k in state):
+            state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            break
+    else:
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+    return {k: v for k, v in state.items() if not k.startswith(_UNUSED_PREFIXES)}
+
+
+def load_trunk_weights(
+    trunk: StrideEightResNet, state: dict[str, torch.Tensor], source: Path
+) -> None:
+    """Load a state dict strictly, naming missing, unexpected or mis-shaped keys in one line."""
+    own = trunk.state_dict()
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {_preview(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys {_preview(unexpected)}")
+        raise HvcError(
+            f"{source}: not a {trunk.arch} {trunk.last_layer} encoder checkpoint: "
+            + "; ".join(parts)
+        )
+    for key, value in state.items():
+        if value.shape != own[key].shape:
+            raise HvcError(
+                f"{source}: wrong shape for {key}: {tuple(value.shape)}, "
+                f"expected {tuple(own[key].shape)} for {trunk.arch}"
+            )
+    trunk.load_state_dict(state, strict=False)
+
+
+def _preview(keys: list[str], limit: int = 4) -> str:
+    shown = ", ".join(keys[:limit])
+    return f"[{shown}{', ...' if len(keys) > limit else ''}] ({len(keys)} in all)"
+
+
+def _read_project(path: Path) -> tuple[dict[str, torch.Tensor], CheckpointHeader]:
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
+    except FileNotFoundError as exc:
+        raise HvcError(f"{path}: checkpoint not found") from exc
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise HvcError(f"{path}: not a readable safetensors file ({exc})") from exc
+    if HEADER_KEY not in metadata:
+        raise HvcError(f"{path}: safetensors file without the hvc header; not an hvc checkpoint")
+    try:
+        header = CheckpointHeader(**json.loads(metadata[HEADER_KEY]))
+    except (TypeError, json.JSONDecodeError) as exc:
+        raise HvcError(f"{path}: malformed hvc header ({exc})") from exc
+    if header.format_version > FORMAT_VERSION:
+        raise HvcError(
+            f"{path}: checkpoint format {header.format_version} is newer than this hvc "
+            f"({FORMAT_VERSION}); upgrade hvc"
+        )
+    return tensors, header
+
+
+def random_encoder(seed: int = DEFAULT_RANDOM_SEED) -> InferenceEncoder:
+    """A deterministically random-initialised ResNet-18 layer3 encoder (official init)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        trunk = StrideEightResNet("resnet18", "layer3")
+    return InferenceEncoder(trunk).eval()
+
+
+def load_encoder(checkpoint: Path | None = None, moco: Path | None = None) -> LoadedEncoder:
+    """Build the inference encoder from a checkpoint (project safetensors or official `.pth`).
+
+    Without a checkpoint the shipped default is used; until a trained default ships, that is a
+    seeded random initialisation, and the description says so.
+    """
+    if checkpoint is None and not DEFAULT_CHECKPOINT.exists():
+        loaded = LoadedEncoder(
+            random_encoder(),
+            f"random-initialised ResNet-18 (seed {DEFAULT_RANDOM_SEED}): no trained default "
+            "checkpoint ships yet, expect poor masks",
+            trained=False,
+        )
+    else:
+        path = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
+        trunk = StrideEightResNet("resnet18", "layer3")
+        normalization = Normalization()
+        if path.suffix == ".safetensors":
+            tensors, header = _read_project(path)
+            if (header.architecture, header.last_layer) != ("resnet18", "layer3"):
+                raise HvcError(
+                    f"{path}: encoder {header.architecture}/{header.last_layer} is not supported "
+                    "by the runtime (resnet18/layer3)"
+                )
+            normalization = Normalization(
+                tuple(header.normalization["mean"]), tuple(header.normalization["std"])
+            )
+            load_trunk_weights(trunk, {k: v.float() for k, v in tensors.items()}, path)
+            trained = bool(header.training)
+        else:
+            load_trunk_weights(trunk, _select_trunk(_read_official(path)), path)
+            trained = True
+        kind = "project" if path.suffix == ".safetensors" else "official-format"
+        loaded = LoadedEncoder(
+            InferenceEncoder(trunk, normalization).eval(), f"{kind} checkpoint {path}", trained
+        )
+    if moco is not None:
+        moco_trunk = StrideEightResNet("resnet50", "layer3")
+        load_trunk_weights(moco_trunk, _select_trunk(_read_official(Path(moco))), Path(moco))
+        loaded.encoder = InferenceEncoder(
+            loaded.encoder.backbone,
+            loaded.encoder.normalization,
+            fusion=moco_trunk,
+            fusion_weight=MOCO_FUSION_WEIGHT,
+        ).eval()
+        loaded.description += f" fused with MoCo-v1 ResNet-50 {moco} (λ={MOCO_FUSION_WEIGHT})"
+    return loaded
+
+
+def save_encoder(
+    trunk: StrideEightResNet,
+    path: Path,
+    header: CheckpointHeader,
+    dtype: torch.dtype = torch.float32,
+) -> None:
+    """Write a project checkpoint atomically (temp file in the same folder, then rename)."""
+    path = Path(path)
+    tensors = {
+        k: (v.to(dtype) if v.is_floating_point() else v).contiguous()
+        for k, v in trunk.state_dict().items()
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={HEADER_KEY: json.dumps(asdict(header))})
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,333 @@
+"""`hvc-run` and `hvc-eval`: thin command lines over the Python API.
+
+Every user-facing failure is an `HvcError`, printed on one line with a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import cv2
+import numpy as np
+import torch
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from hvc_runtime.checkpoints import load_encoder
+from hvc_runtime.davis.dataset import DavisDataset
+from hvc_runtime.davis.evaluation import Evaluation, evaluate
+from hvc_runtime.demo import demo_inputs
+from hvc_runtime.errors import HvcError
+from hvc_runtime.io.frames import ImageFolderSource, open_frames
+from hvc_runtime.io.masks import read_mask
+from hvc_runtime.pipeline import SegmentationSummary, segment_video
+from hvc_runtime.propagation import PropagationConfig
+from hvc_runtime.segmenter import DTYPES, Segmenter
+
+console = Console(stderr=True, soft_wrap=True)
+run_app = typer.Typer(add_completion=False, help="Segment and track objects through a video.")
+eval_app = typer.Typer(
+    add_completion=False, help="DAVIS J&F of result masks, optionally after running."
+)
+
+Checkpoint = Annotated[
+    Path | None,
+    typer.Option(help="Encoder weights: hvc .safetensors or official .pth (default: shipped)."),
+]
+Moco = Annotated[
+    Path | None,
+    typer.Option(help="Official MoCo-v1 ResNet-50 .pth to fuse (1280-d features, λ=1.05)."),
+]
+Device = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
+Size = Annotated[
+    int | None,
+    typer.Option(help="Resize frames so the short side is SIZE before encoding (default: native)."),
+]
+PrecisionOpt = Annotated[str, typer.Option(help="fp32, fp16 or bf16 (features and affinities).")]
+Context = Annotated[int, typer.Option(help="Short-term context frames.")]
+TopK = Annotated[int, typer.Option(help="Top-k candidates per position.")]
+Temperature = Annotated[float, typer.Option(help="Softmax temperature.")]
+Radius = Annotated[float, typer.Option(help="Window radius (feature cells) for short-term frames.")]
+PadContext = Annotated[
+    bool, typer.Option(help="Official padding of the context with copies of the reference frame.")
+]
+SoftLabels = Annotated[bool, typer.Option(help="Keep soft label maps in memory (official).")]
+
+
+def _fail(error: HvcError) -> None:
+    console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    try:
+        yield
+    except HvcError as error:
+        _fail(error)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise HvcError(f"--device {name}: not a device name ({exc})") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise HvcError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise HvcError(f"--device {name}: MPS is not available on this machine; use --device cpu")
+    return device
+
+
+def build_segmenter(
+    checkpoint: Path | None,
+    moco: Path | None,
+    device: str,
+    size: int | None,
+    precision: str,
+    config: PropagationConfig,
+) -> Segmenter:
+    if precision not in DTYPES:
+        raise HvcError(f"--precision {precision}: choose one of {', '.join(DTYPES)}")
+    if size is not None and size < 8:
+        raise HvcError(f"--size {size}: the short side must be at least 8 pixels")
+    loaded = load_encoder(checkpoint, moco)
+    style = "" if loaded.trained else "[yellow]warning:[/] "
+    console.print(f"{style}encoder: {loaded.description}", highlight=False)
+    target = resolve_device(device)
+    console.print(
+        f"device: {target}, precision: {precision}, size: {size or 'native'}", highlight=False
+    )
+    return Segmenter(loaded.encoder, config, target, precision, size)  # type: ignore[arg-type]
+
+
+def make_config(context: int, topk: int, temperature: float, radius: float, pad: bool, soft: bool):
+    try:
+        return PropagationConfig(context, topk, temperature, radius, pad, soft)
+    except ValueError as exc:
+        raise HvcError(f"propagation settings: {exc}") from exc
+
+
+@contextmanager
+def _progress(description: str, total: int | None) -> Iterator[Callable[[int], None]]:
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(description, total=total or None)
+        yield lambda done: progress.update(task, completed=done)
+
+
+def _prepare_output(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise HvcError(f"{out}: output path exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise HvcError(
+            f"{out}: output folder already holds files; choose an empty one or pass --overwrite"
+        )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HvcError(f"{out}: cannot create the output folder ({exc.strerror})") from exc
+    if not os.access(out, os.W_OK):
+        raise HvcError(f"{out}: output folder is not writable")
+
+
+def _first_mask(mask_path: Path, height: int, width: int, resize_mask: bool) -> np.ndarray:
+    mask = read_mask(mask_path)
+    if mask.shape != (height, width):
+        if not resize_mask:
+            raise HvcError(
+                f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but the video is "
+                f"{width}x{height}; pass --resize-mask to scale it (nearest neighbour)"
+            )
+        mask = cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
+    if not mask.any():
+        raise HvcError(f"{mask_path}: mask holds no object (every pixel is background 0)")
+    return mask
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(payload, handle, indent=2)
+    os.replace(tmp, path)
+
+
+@run_app.command()
+def run(
+    video: Annotated[Path | None, typer.Argument(help="Video file or folder of frames.")] = None,
+    mask: Annotated[
+        Path | None, typer.Argument(help="First-frame id mask (palette/grey PNG).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder (default: hvc_out/<video name>).")
+    ] = None,
+    checkpoint: Checkpoint = None,
+    moco: Moco = None,
+    device: Device = "auto",
+    size: Size = None,
+    precision: PrecisionOpt = "fp32",
+    resize_mask: Annotated[
+        bool, typer.Option(help="Scale a mask of another size to the video.")
+    ] = False,
+    overlay: Annotated[bool, typer.Option(help="Also write overlay.mp4.")] = True,
+    overwrite: Annotated[
+        bool, typer.Option(help="Write into a folder that already holds files.")
+    ] = False,
+    demo: Annotated[
+        bool, typer.Option(help="Run the embedded demo clip (the default with no VIDEO).")
+    ] = False,
+    context: Context = 50,
+    topk: TopK = 15,
+    temperature: Temperature = 0.1,
+    radius: Radius = 12.0,
+    pad_context: PadContext = True,
+    soft_labels: SoftLabels = True,
+) -> None:
+    """Segment VIDEO from the objects in MASK (first frame); writes palette PNGs and an overlay."""
+    with _user_errors():
+        if demo or video is None:
+            if video is not None or mask is not None:
+                raise HvcError("--demo takes no VIDEO or MASK")
+            video, mask = demo_inputs()
+            console.print(
+                f"demo: generated clip {video} with first-frame mask {mask}", highlight=False
+            )
+        elif mask is None:
+            raise HvcError(f"{video}: a first-frame MASK is required (hvc-run VIDEO MASK)")
+        source = open_frames(video)
+        first = _first_mask(mask, source.height, source.width, resize_mask)
+        out = (
+            out
+            if out is not None
+            else Path("hvc_out") / (video.stem if video.is_file() else video.name)
+        )
+        _prepare_output(out, overwrite)
+        config = make_config(context, topk, temperature, radius, pad_context, soft_labels)
+        segmenter = build_segmenter(checkpoint, moco, device, size, precision, config)
+        first_name = next(iter(source)).name
+        with _progress(f"segmenting {video.name}", len(source)) as advance:
+            summary = segment_video(
+                source, {first_name: first}, segmenter, out / "masks",
+                out / "overlay.mp4" if overlay else None, advance,
+            )  # fmt: skip
+        _write_json(out / "summary.json", _summary_payload(summary, video, mask, segmenter))
+        console.print(
+            f"{summary.frames} frames, objects {summary.object_ids}, {summary.seconds:.1f} s "
+            f"({summary.seconds_per_frame:.3f} s/frame)\nmasks: {summary.masks_dir}/"
+            + (f"\noverlay: {summary.overlay}" if summary.overlay else "")
+            + f"\nsummary: {out / 'summary.json'}",
+            highlight=False,
+        )
+
+
+def _summary_payload(
+    summary: SegmentationSummary, video: Path, mask: Path, segmenter: Segmenter
+) -> dict:
+    cfg = segmenter.propagator.config
+    return {
+        "video": str(video),
+        "mask": str(mask),
+        "frames": summary.frames,
+        "seconds": summary.seconds,
+        "object_ids": summary.object_ids,
+        "masks": str(summary.masks_dir),
+        "overlay": str(summary.overlay) if summary.overlay else None,
+        "device": str(segmenter.device),
+        "precision": segmenter.precision,
+        "size": segmenter.short_side,
+        "propagation": cfg.__dict__,
+    }
+
+
+@eval_app.command()
+def evaluate_command(
+    results: Annotated[Path, typer.Argument(help="Folder of <sequence>/<frame>.png results.")],
+    davis: Annotated[Path, typer.Option(help="DAVIS-format dataset root (ground truth).")],
+    split: Annotated[str, typer.Option(help="ImageSets list to score.")] = "val",
+    sequences: Annotated[
+        str | None, typer.Option(help="Comma-separated subset of sequences.")
+    ] = None,
+    resolution: Annotated[str, typer.Option(help="Resolution folder.")] = "480p",
+    single_object: Annotated[
+        bool, typer.Option(help="Merge all ids into one object (DAVIS-2016).")
+    ] = False,
+    run: Annotated[
+        bool, typer.Option("--run", help="Propagate over the dataset first, into RESULTS.")
+    ] = False,
+    all_annotations: Annotated[
+        bool, typer.Option(help="With --run: use every annotation file (YouTube-VOS protocol).")
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="With --run: write into a non-empty RESULTS.")
+    ] = False,
+    checkpoint: Checkpoint = None,
+    moco: Moco = None,
+    device: Device = "auto",
+    size: Size = None,
+    precision: PrecisionOpt = "fp32",
+    context: Context = 50,
+    topk: TopK = 15,
+    temperature: Temperature = 0.1,
+    radius: Radius = 12.0,
+    pad_context: PadContext = True,
+    soft_labels: SoftLabels = True,
+) -> None:
+    """Score RESULTS against DAVIS ground truth; writes the official CSV files into RESULTS."""
+    with _user_errors():
+        dataset = DavisDataset(davis, resolution)
+        names = sequences.split(",") if sequences else dataset.sequences(split)
+        timing: dict[str, tuple[int, float]] = {}
+        if run:
+            _prepare_output(results, overwrite)
+            config = make_config(context, topk, temperature, radius, pad_context, soft_labels)
+            segmenter = build_segmenter(checkpoint, moco, device, size, precision, config)
+            for name in names:
+                source = ImageFolderSource(dataset.frames_dir(name))
+                files = dataset.annotation_files(name)
+                given = files if all_annotations else files[:1]
+                masks = {f.stem: read_mask(f) for f in given}
+                with _progress(f"{name}", len(source)) as advance:
+                    summary = segment_video(source, masks, segmenter, results / name, None, advance)
+                timing[name] = (summary.frames, summary.seconds)
+        evaluation = evaluate(dataset, results, names, single_object)
+        global_csv, _ = evaluation.write_csv(results, split)
+        _print_scores(evaluation, timing)
+        console.print(f"CSV: {global_csv} and per-sequence_results-{split}.csv", highlight=False)
+
+
+def _print_scores(evaluation: Evaluation, timing: dict[str, tuple[int, float]]) -> None:
+    table = Table("sequence", "J&F", "J", "F", "s/frame")
+    for name, (j, f) in evaluation.per_sequence().items():
+        frames, seconds = timing.get(name, (0, 0.0))
+        per_frame = f"{seconds / frames:.3f}" if frames else "-"
+        table.add_row(
+            name, f"{100 * (j + f) / 2:.1f}", f"{100 * j:.1f}", f"{100 * f:.1f}", per_frame
+        )
+    table.add_row(
+        "global (objects)",
+        f"{100 * evaluation.jf_mean:.1f}",
+        f"{100 * evaluation.j_mean:.1f}",
+        f"{100 * evaluation.f_mean:.1f}",
+        "",
+        style="bold",
+    )
+    Console().print(table)

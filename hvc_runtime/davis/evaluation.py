@@ -1,0 +1,159 @@
+"""Score result folders against DAVIS ground truth and write the official CSV files.
+
+Semi-supervised protocol of davis2017-evaluation: objects are the ids 1..max of the first
+ground-truth frame, 255 is void (counted as background), the first and last frames are not
+scored, and dataset figures are means over all objects of all sequences.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from hvc_runtime.davis.dataset import DavisDataset
+from hvc_runtime.davis.metrics import boundary_f, jaccard, statistics
+from hvc_runtime.errors import HvcError
+from hvc_runtime.io.masks import read_mask
+
+VOID_ID = 255
+GLOBAL_COLUMNS = ["J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay"]
+
+
+@dataclass
+class ObjectScores:
+    """Per-frame J and F of one object in one sequence, with the toolkit's statistics."""
+
+    sequence: str
+    object_id: int
+    j: np.ndarray
+    f: np.ndarray
+
+    @property
+    def name(self) -> str:
+        return f"{self.sequence}_{self.object_id}"
+
+    @property
+    def j_stats(self) -> tuple[float, float, float]:
+        return statistics(self.j)
+
+    @property
+    def f_stats(self) -> tuple[float, float, float]:
+        return statistics(self.f)
+
+
+@dataclass
+class Evaluation:
+    """All objects scored, and the dataset-level figures the DAVIS toolkit reports."""
+
+    objects: list[ObjectScores] = field(default_factory=list)
+
+    def _mean(self, pick) -> float:
+        return float(np.mean([pick(o) for o in self.objects]))
+
+    @property
+    def j_mean(self) -> float:
+        return self._mean(lambda o: o.j_stats[0])
+
+    @property
+    def f_mean(self) -> float:
+        return self._mean(lambda o: o.f_stats[0])
+
+    @property
+    def jf_mean(self) -> float:
+        return (self.j_mean + self.f_mean) / 2
+
+    def global_row(self) -> list[float]:
+        j = [self._mean(lambda o, i=i: o.j_stats[i]) for i in range(3)]
+        f = [self._mean(lambda o, i=i: o.f_stats[i]) for i in range(3)]
+        return [(j[0] + f[0]) / 2, *j, *f]
+
+    def per_sequence(self) -> dict[str, tuple[float, float]]:
+        """Mean J and F per sequence (objects averaged), for reports."""
+        grouped: dict[str, list[ObjectScores]] = {}
+        for o in self.objects:
+            grouped.setdefault(o.sequence, []).append(o)
+        return {
+            seq: (
+                float(np.mean([o.j_stats[0] for o in objs])),
+                float(np.mean([o.f_stats[0] for o in objs])),
+            )
+            for seq, objs in grouped.items()
+        }
+
+    def write_csv(self, folder: Path, split: str) -> tuple[Path, Path]:
+        """`global_results-<split>.csv` and `per-sequence_results-<split>.csv`, official layout."""
+        folder.mkdir(parents=True, exist_ok=True)
+        global_path = folder / f"global_results-{split}.csv"
+        sequence_path = folder / f"per-sequence_results-{split}.csv"
+        with global_path.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(GLOBAL_COLUMNS)
+            writer.writerow([f"{v:.3f}" for v in self.global_row()])
+        with sequence_path.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["Sequence", "J-Mean", "F-Mean"])
+            for o in self.objects:
+                writer.writerow([o.name, f"{o.j_stats[0]:.3f}", f"{o.f_stats[0]:.3f}"])
+        return global_path, sequence_path
+
+
+def _ground_truth(path: Path, single_object: bool) -> np.ndarray:
+    truth = read_mask(path).copy()
+    truth[truth == VOID_ID] = 0
+    return (truth > 0).astype(np.uint8) if single_object else truth
+
+
+def evaluate_sequence(
+    truth_files: list[Path], results_dir: Path, sequence: str, single_object: bool = False
+) -> list[ObjectScores]:
+    """Score one sequence's result PNGs (same file names as the ground truth)."""
+    if len(truth_files) < 3:
+        raise HvcError(f"{truth_files[0].parent}: fewer than 3 annotated frames, nothing to score")
+    num_objects = int(_ground_truth(truth_files[0], single_object).max())
+    scored = truth_files[1:-1]
+    j = np.zeros((num_objects, len(scored)))
+    f = np.zeros((num_objects, len(scored)))
+    for k, truth_file in enumerate(scored):
+        truth = _ground_truth(truth_file, single_object)
+        result_file = results_dir / truth_file.name
+        if not result_file.is_file():
+            raise HvcError(f"{result_file}: result mask missing for {sequence}")
+        result = read_mask(result_file)
+        if single_object:
+            result = (result > 0).astype(np.uint8)
+        if result.shape != truth.shape:
+            raise HvcError(
+                f"{result_file}: size {result.shape} differs from ground truth {truth.shape}"
+            )
+        if result.max() > num_objects:
+            raise HvcError(
+                f"{result_file}: id {result.max()} but the sequence has {num_objects} objects "
+                "(use --single-object for DAVIS-2016)"
+            )
+        for obj in range(num_objects):
+            predicted, expected = result == obj + 1, truth == obj + 1
+            j[obj, k] = jaccard(predicted, expected)
+            f[obj, k] = boundary_f(predicted, expected)
+    return [ObjectScores(sequence, obj + 1, j[obj], f[obj]) for obj in range(num_objects)]
+
+
+def evaluate(
+    dataset: DavisDataset,
+    results_root: Path,
+    sequences: Iterable[str],
+    single_object: bool = False,
+) -> Evaluation:
+    """Score `results_root/<sequence>/<frame>.png` for each sequence."""
+    evaluation = Evaluation()
+    for sequence in sequences:
+        results_dir = results_root / sequence
+        if not results_dir.is_dir():
+            raise HvcError(f"{results_dir}: no results for sequence {sequence}")
+        evaluation.objects += evaluate_sequence(
+            dataset.annotation_files(sequence), results_dir, sequence, single_object
+        )
+    return evaluation

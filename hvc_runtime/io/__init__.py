@@ -1,0 +1,1 @@
+"""Reading videos and masks, writing masks and overlay videos."""

@@ -1,0 +1,76 @@
+"""Object-id masks: read palette, grey-level and DAVIS-2016 binary PNGs; write DAVIS palette PNGs."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from hvc_runtime.errors import HvcError
+
+
+@functools.cache
+def davis_palette() -> tuple[int, ...]:
+    """The DAVIS annotation palette, flat as PIL wants it.
+
+    Ids 0-21 take the bit-interleaved PASCAL colours with 191 where PASCAL has 192; ids 22-255 are
+    the grey (i, i, i), as in the palettes of the DAVIS annotation files.
+    """
+    colours: list[int] = []
+    for index in range(256):
+        if index >= 22:
+            colours.extend((index, index, index))
+            continue
+        rgb = [0, 0, 0]
+        value = index
+        for shift in range(7, -1, -1):
+            for channel in range(3):
+                rgb[channel] |= ((value >> channel) & 1) << shift
+            value >>= 3
+        colours.extend(191 if c == 192 else c for c in rgb)
+    return tuple(colours)
+
+
+def read_mask(path: Path) -> np.ndarray:
+    """Read an id mask as H×W uint8 (0 = background, 1..255 = objects).
+
+    Palette PNGs give their indices, grey-level PNGs their values; a mask holding only 0 and 255
+    is a DAVIS-2016 binary mask and becomes ids 0/1. RGB images are refused: colours are not ids.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            image.load()
+            mode = image.mode
+            if mode in ("RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV"):
+                raise HvcError(
+                    f"{path}: {mode} image is not an id mask; save it as a palette (P) or "
+                    "grey-level (L) PNG whose values are object ids"
+                )
+            if mode == "LA":
+                image = image.getchannel("L")
+            array = np.asarray(image)
+    except FileNotFoundError as exc:
+        raise HvcError(f"{path}: mask not found") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise HvcError(f"{path}: not a readable mask image ({exc})") from exc
+    if array.dtype == bool:
+        return array.astype(np.uint8)
+    if array.ndim != 2:
+        raise HvcError(f"{path}: mask must be a single-channel image, got shape {array.shape}")
+    if array.max(initial=0) > 255:
+        raise HvcError(f"{path}: mask ids above 255 are not supported (max {array.max()})")
+    array = array.astype(np.uint8)
+    values = np.unique(array)
+    if values.size == 2 and values[0] == 0 and values[1] == 255:
+        return (array > 127).astype(np.uint8)
+    return array
+
+
+def write_palette_png(path: Path, ids: np.ndarray) -> None:
+    """Write an id map as an indexed PNG with the DAVIS palette."""
+    image = Image.fromarray(ids.astype(np.uint8), mode="P")
+    image.putpalette(davis_palette())
+    image.save(path, format="PNG")
