@@ -143,10 +143,18 @@ def _read_project(path: Path) -> tuple[dict[str, torch.Tensor], CheckpointHeader
 
 
 def random_encoder(seed: int = DEFAULT_RANDOM_SEED) -> InferenceEncoder:
-    """A deterministically random-initialised ResNet-18 layer3 encoder (official init)."""
+    """A seeded random ResNet-18 layer3 encoder: He-normal convolutions, every BatchNorm at 1/0.
+
+    Unlike the official training init, no BatchNorm is zeroed: with zeroed residual branches the
+    random trunk collapses to conv1 plus 1x1 projections and barely matches anything. This is
+    the recipe of the official-format parity weights.
+    """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         trunk = StrideEightResNet("resnet18", "layer3")
+    for module in trunk.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            torch.nn.init.ones_(module.weight)
     return InferenceEncoder(trunk).eval()
 
 
