@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -63,7 +64,7 @@ SoftLabels = Annotated[bool, typer.Option(help="Keep soft label maps in memory (
 
 
 def _fail(error: HvcError) -> None:
-    console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+    console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
     raise typer.Exit(1)
 
 
@@ -107,10 +108,12 @@ def build_segmenter(
         raise HvcError(f"--size {size}: the short side must be at least 8 pixels")
     loaded = load_encoder(checkpoint, moco)
     style = "" if loaded.trained else "[yellow]warning:[/] "
-    console.print(f"{style}encoder: {loaded.description}", highlight=False)
+    console.print(f"{style}encoder: {escape(loaded.description)}", highlight=False)
     target = resolve_device(device)
     console.print(
-        f"device: {target}, precision: {precision}, size: {size or 'native'}", highlight=False
+        f"device: {target}, precision: {precision}, size: {size or 'native'}",
+        highlight=False,
+        markup=False,
     )
     return Segmenter(loaded.encoder, config, target, precision, size)  # type: ignore[arg-type]
 
@@ -209,7 +212,9 @@ def run(
                 raise HvcError("--demo takes no VIDEO or MASK")
             video, mask = demo_inputs()
             console.print(
-                f"demo: generated clip {video} with first-frame mask {mask}", highlight=False
+                f"demo: generated clip {video} with first-frame mask {mask}",
+                highlight=False,
+                markup=False,
             )
         elif mask is None:
             raise HvcError(f"{video}: a first-frame MASK is required (hvc-run VIDEO MASK)")
@@ -220,15 +225,14 @@ def run(
             if out is not None
             else Path("hvc_out") / (video.stem if video.is_file() else video.name)
         )
-        _prepare_output(out, overwrite)
         config = make_config(context, topk, temperature, radius, pad_context, soft_labels)
         segmenter = build_segmenter(checkpoint, moco, device, size, precision, config)
-        first_name = next(iter(source)).name
+        _prepare_output(out, overwrite)
         with _progress(f"segmenting {video.name}", len(source)) as advance:
+            overlay_path = out / "overlay.mp4" if overlay else None
             summary = segment_video(
-                source, {first_name: first}, segmenter, out / "masks",
-                out / "overlay.mp4" if overlay else None, advance,
-            )  # fmt: skip
+                source, {0: first}, segmenter, out / "masks", overlay_path, advance
+            )
         _write_json(out / "summary.json", _summary_payload(summary, video, mask, segmenter))
         console.print(
             f"{summary.frames} frames, objects {summary.object_ids}, {summary.seconds:.1f} s "
@@ -236,6 +240,7 @@ def run(
             + (f"\noverlay: {summary.overlay}" if summary.overlay else "")
             + f"\nsummary: {out / 'summary.json'}",
             highlight=False,
+            markup=False,
         )
 
 
@@ -279,6 +284,9 @@ def evaluate_command(
     overwrite: Annotated[
         bool, typer.Option(help="With --run: write into a non-empty RESULTS.")
     ] = False,
+    csv_dir: Annotated[
+        Path | None, typer.Option(help="Where the CSV files go (default: RESULTS).")
+    ] = None,
     checkpoint: Checkpoint = None,
     moco: Moco = None,
     device: Device = "auto",
@@ -297,21 +305,24 @@ def evaluate_command(
         names = sequences.split(",") if sequences else dataset.sequences(split)
         timing: dict[str, tuple[int, float]] = {}
         if run:
-            _prepare_output(results, overwrite)
             config = make_config(context, topk, temperature, radius, pad_context, soft_labels)
             segmenter = build_segmenter(checkpoint, moco, device, size, precision, config)
+            _prepare_output(results, overwrite)
             for name in names:
                 source = ImageFolderSource(dataset.frames_dir(name))
                 files = dataset.annotation_files(name)
                 given = files if all_annotations else files[:1]
-                masks = {f.stem: read_mask(f) for f in given}
+                index = {frame.stem: k for k, frame in enumerate(source.files)}
+                masks = {index[f.stem]: read_mask(f) for f in given if f.stem in index}
                 with _progress(f"{name}", len(source)) as advance:
                     summary = segment_video(source, masks, segmenter, results / name, None, advance)
                 timing[name] = (summary.frames, summary.seconds)
         evaluation = evaluate(dataset, results, names, single_object)
-        global_csv, _ = evaluation.write_csv(results, split)
+        global_csv, _ = evaluation.write_csv(csv_dir or results, split)
         _print_scores(evaluation, timing)
-        console.print(f"CSV: {global_csv} and per-sequence_results-{split}.csv", highlight=False)
+        console.print(
+            f"CSV: {global_csv} and per-sequence_results-{split}.csv", highlight=False, markup=False
+        )
 
 
 def _print_scores(evaluation: Evaluation, timing: dict[str, tuple[int, float]]) -> None:

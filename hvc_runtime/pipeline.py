@@ -36,13 +36,13 @@ class SegmentationSummary:
 
 def segment_video(
     source: FrameSource,
-    masks: Mapping[str, np.ndarray],
+    masks: Mapping[int, np.ndarray],
     segmenter: Segmenter,
     masks_dir: Path,
     overlay_path: Path | None = None,
     on_frame: ProgressCallback | None = None,
 ) -> SegmentationSummary:
-    """Segment every frame of `source`; `masks` maps frame names to id masks given there.
+    """Segment every frame of `source`; `masks` maps frame indices to id masks given there.
 
     The first frame must have a mask. Masks are written as DAVIS palette PNGs named after the
     frames; the folder and the overlay video appear only once the whole video has succeeded.
@@ -55,7 +55,7 @@ def segment_video(
     count = 0
     try:
         for frame in source:
-            mask = masks.get(frame.name)
+            mask = masks.get(frame.index)
             if count == 0 and mask is None:
                 raise HvcError(f"{source.path}: no mask for the first frame '{frame.name}'")
             ids = segmenter.step(frame.rgb, mask)

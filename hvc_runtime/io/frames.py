@@ -46,7 +46,7 @@ def read_rgb_image(path: Path) -> np.ndarray:
     """Decode an image file to RGB (PIL, as the official loader does), with a one-line error."""
     try:
         with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
+            return np.array(image.convert("RGB"))
     except FileNotFoundError as exc:
         raise HvcError(f"{path}: image not found") from exc
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:

@@ -107,7 +107,8 @@ class ReferencePropagator:
         out = torch.empty(labels.shape[0], positions, dtype=torch.float32, device=query.device)
         for start in range(0, positions, chunk):
             queries = torch.arange(start, min(start + chunk, positions), device=query.device)
-            scores = (query[:, queries].T @ keys).view(len(queries), len(unique), positions)
+            scores = _half_aware_matmul(query[:, queries].T, keys)
+            scores = scores.view(len(queries), len(unique), positions)
             affinity = scores[:, slot_to_unique]  # [n, slots, hw]: the dense official layout
             affinity[:, 1:] += radius_bias(height, width, queries, cfg.radius, affinity.dtype)[
                 :, None
@@ -118,6 +119,14 @@ class ReferencePropagator:
             flat = slot_to_unique[index // positions] * positions + index % positions
             out[:, queries] = (labels[:, flat] * weights).sum(-1)
         return out
+
+
+def _half_aware_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a @ b in a's dtype. CPUs lack fast half GEMMs: there, accumulate in fp32 and round the
+    result, which is what GPU half GEMMs (fp32 accumulation) compute, at fp32 speed."""
+    if a.device.type == "cpu" and a.dtype in (torch.float16, torch.bfloat16):
+        return (a.float() @ b.float()).to(a.dtype)
+    return a @ b
 
 
 def _one_hot_like(labels: torch.Tensor) -> torch.Tensor:
