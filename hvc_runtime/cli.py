@@ -15,7 +15,6 @@ from typing import Annotated
 
 import cv2
 import numpy as np
-import torch
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -26,6 +25,7 @@ from hvc_runtime.checkpoints import load_encoder
 from hvc_runtime.davis.dataset import DavisDataset
 from hvc_runtime.davis.evaluation import Evaluation, evaluate
 from hvc_runtime.demo import demo_inputs
+from hvc_runtime.devices import resolve_device
 from hvc_runtime.errors import HvcError
 from hvc_runtime.io.frames import ImageFolderSource, open_frames
 from hvc_runtime.io.masks import read_mask
@@ -74,24 +74,6 @@ def _user_errors() -> Iterator[None]:
         yield
     except HvcError as error:
         _fail(error)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise HvcError(f"--device {name}: not a device name ({exc})") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise HvcError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise HvcError(f"--device {name}: MPS is not available on this machine; use --device cpu")
-    return device
 
 
 def build_segmenter(

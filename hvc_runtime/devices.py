@@ -1,0 +1,25 @@
+"""Turning a device name ("auto", "cpu", "cuda:1", "mps") into a usable torch device."""
+
+from __future__ import annotations
+
+import torch
+
+from hvc_runtime.errors import HvcError
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise HvcError(f"--device {name}: not a device name ({exc})") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise HvcError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise HvcError(f"--device {name}: MPS is not available on this machine; use --device cpu")
+    return device

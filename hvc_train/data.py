@@ -1,0 +1,187 @@
+"""Training images: frames of videos (DAVIS / YouTube-VOS layout) and plain image trees.
+
+An epoch takes at most `frames_per_video` random frames of each video (the official sampler) and
+every image of the image trees, shuffled. Each sample is a function of (seed, epoch, position), so
+a resumed run sees exactly the samples an uninterrupted run would, whatever the worker count.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset, Sampler
+
+from hvc_runtime.errors import HvcError
+from hvc_runtime.io.frames import IMAGE_SUFFIXES
+from hvc_train.crops import crop_pair
+
+log = logging.getLogger(__name__)
+MAX_SKIPS = 16
+
+
+@dataclass(frozen=True)
+class FrameIndex:
+    """Image files and the group (video) each belongs to; image-tree files are groups of one."""
+
+    files: list[Path]
+    groups: list[list[int]]
+    sampled_groups: list[bool]  # True: a video, sample at most N frames of it per epoch
+
+
+def _images_under(folder: Path) -> list[Path]:
+    return sorted(
+        p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+    )
+
+
+def _video_root(root: Path) -> Path:
+    images = root / "JPEGImages"
+    if not images.is_dir():
+        raise HvcError(f"{root}: not a video dataset (no JPEGImages/ folder)")
+    resolutions = [
+        p for p in images.iterdir() if p.is_dir() and p.name in ("480p", "1080p", "Full-Resolution")
+    ]
+    return resolutions[0] if resolutions else images
+
+
+def index_videos(root: Path, split: str | None = None) -> FrameIndex:
+    """DAVIS (`JPEGImages/480p/<video>`) or YouTube-VOS (`JPEGImages/<video>`) frame folders."""
+    base = _video_root(Path(root))
+    if split is not None:
+        lists = list(Path(root).glob(f"ImageSets/**/{split}.txt"))
+        if not lists:
+            raise HvcError(f"{root}: no ImageSets list for split '{split}'")
+        names = [n.strip() for n in lists[0].read_text().splitlines() if n.strip()]
+    else:
+        names = sorted(p.name for p in base.iterdir() if p.is_dir())
+    files: list[Path] = []
+    groups: list[list[int]] = []
+    for name in names:
+        frames = _images_under(base / name)
+        if frames:
+            groups.append(list(range(len(files), len(files) + len(frames))))
+            files.extend(frames)
+    if not files:
+        raise HvcError(f"{root}: no frames found under {base}")
+    return FrameIndex(files, groups, [True] * len(groups))
+
+
+def index_images(root: Path) -> FrameIndex:
+    """Any tree of JPEG/PNG images (COCO-, VOC-, MSRA10k-style folders)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise HvcError(f"{root}: image folder not found")
+    files = _images_under(root)
+    if not files:
+        raise HvcError(f"{root}: no images found")
+    return FrameIndex(files, [[i] for i in range(len(files))], [False] * len(files))
+
+
+def merge(indices: Sequence[FrameIndex]) -> FrameIndex:
+    files: list[Path] = []
+    groups: list[list[int]] = []
+    sampled: list[bool] = []
+    for index in indices:
+        offset = len(files)
+        files.extend(index.files)
+        groups.extend([[offset + i for i in g] for g in index.groups])
+        sampled.extend(index.sampled_groups)
+    return FrameIndex(files, groups, sampled)
+
+
+def epoch_order(index: FrameIndex, frames_per_video: int, seed: int, epoch: int) -> list[int]:
+    """The official sampler: ≤N random frames per video, every image, all shuffled."""
+    rng = np.random.default_rng([seed, epoch, 0x5A3])
+    chosen: list[int] = []
+    for group, sampled in zip(index.groups, index.sampled_groups, strict=True):
+        if sampled and len(group) > frames_per_video:
+            chosen.extend(int(i) for i in rng.choice(group, frames_per_video, replace=False))
+        else:
+            chosen.extend(group)
+    return [chosen[i] for i in rng.permutation(len(chosen))]
+
+
+class EpochSampler(Sampler[tuple[int, int, int]]):
+    """Yields (epoch, position, file index) for one rank, starting at `start` (for resume).
+
+    Ranks take interleaved positions; the order is padded by wrapping so all ranks see the same
+    number of samples, as DistributedSampler does.
+    """
+
+    def __init__(
+        self,
+        index: FrameIndex,
+        frames_per_video: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.index = index
+        self.frames_per_video = frames_per_video
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+        self.start = 0
+
+    def set_position(self, epoch: int, start: int) -> None:
+        self.epoch, self.start = epoch, start
+
+    def per_rank(self) -> int:
+        total = len(epoch_order(self.index, self.frames_per_video, self.seed, 0))
+        return -(-total // self.world_size)
+
+    def __len__(self) -> int:
+        return self.per_rank() - self.start
+
+    def __iter__(self) -> Iterator[tuple[int, int, int]]:
+        order = epoch_order(self.index, self.frames_per_video, self.seed, self.epoch)
+        padded = self.per_rank() * self.world_size
+        order = (order * (padded // len(order) + 1))[:padded]
+        mine = order[self.rank :: self.world_size]
+        for position in range(self.start, len(mine)):
+            yield self.epoch, position * self.world_size + self.rank, mine[position]
+
+
+class CropPairDataset(Dataset):
+    """(view1, view2, box1, box2, skipped) for a sampler item; unreadable files are skipped."""
+
+    def __init__(
+        self,
+        index: FrameIndex,
+        seed: int,
+        size: int = 256,
+        min_scale: float = 0.0,
+        max_scale: float = 1.0,
+    ):
+        self.index = index
+        self.seed = seed
+        self.size = size
+        self.min_scale = min_scale
+        self.max_scale = max_scale
+
+    def __len__(self) -> int:
+        return len(self.index.files)
+
+    def __getitem__(self, item: tuple[int, int, int]):
+        epoch, position, file_index = item
+        rng = np.random.default_rng([self.seed, epoch, position])
+        for skipped in range(MAX_SKIPS):
+            path = self.index.files[(file_index + skipped) % len(self.index.files)]
+            try:
+                with Image.open(path) as image:
+                    rgb = np.asarray(image.convert("RGB"))
+            except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+                log.warning("skipping unreadable image %s (%s)", path, exc)
+                continue
+            view1, view2, box1, box2 = crop_pair(
+                rgb, rng, self.size, self.min_scale, self.max_scale
+            )
+            return view1, view2, box1, box2, torch.tensor(skipped)
+        raise HvcError(f"{self.index.files[file_index]}: {MAX_SKIPS} unreadable images in a row")
