@@ -52,6 +52,10 @@ def main(
     checkpoint_every: Annotated[int | None, typer.Option()] = None,
     log_every: Annotated[int | None, typer.Option()] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or mps.")] = None,
+    val_davis: Annotated[str | None, typer.Option(help="DAVIS-format root for validation.")] = None,
+    val_split: Annotated[str | None, typer.Option(help="Validation ImageSets list.")] = None,
+    val_every: Annotated[int | None, typer.Option(help="Validate every N steps (0: off).")] = None,
+    val_size: Annotated[int | None, typer.Option(help="Validation short side.")] = None,
 ) -> None:
     """Train into OUT; the inference encoder is written as OUT/encoder.safetensors."""
     overrides = {
@@ -74,6 +78,10 @@ def main(
         "checkpoint_every": checkpoint_every,
         "log_every": log_every,
         "device": device,
+        "val_davis": val_davis,
+        "val_split": val_split,
+        "val_every": val_every,
+        "val_size": val_size,
     }
     try:
         result = train(load_config(config, overrides), out, resume=resume, force=force)
@@ -84,7 +92,10 @@ def main(
         console.print(
             f"{result.steps} steps, {result.images_per_second:.1f} images/s, "
             f"{result.skipped_images} unreadable images skipped\n"
-            f"checkpoint: {result.checkpoint}\nencoder: {result.encoder}",
+            + "".join(
+                f"validation J&F at step {s}: {100 * jf:.1f}\n" for s, jf in result.validation
+            )
+            + f"checkpoint: {result.checkpoint}\nencoder: {result.encoder}",
             highlight=False,
             markup=False,
         )

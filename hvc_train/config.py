@@ -39,6 +39,10 @@ class TrainConfig:
     checkpoint_every: int = 500
     log_every: int = 10
     device: str = "auto"
+    val_davis: str | None = None  # DAVIS-format root to validate on (reference propagation)
+    val_split: str | None = "val"
+    val_every: int = 0  # steps between validations; 0 disables
+    val_size: int | None = 240  # short side of validation frames (None: native)
 
     def __post_init__(self) -> None:
         if self.normalization not in ("cifar10", "imagenet"):
@@ -47,6 +51,8 @@ class TrainConfig:
             raise HvcError(f"amp must be auto, none, fp16 or bf16, got {self.amp!r}")
         if self.batch_size < 1 or self.image_size < 32 or self.epochs < 1:
             raise HvcError("batch_size ≥ 1, image_size ≥ 32 and epochs ≥ 1 are required")
+        if self.val_every and not self.val_davis:
+            raise HvcError("val_every needs val_davis (a DAVIS-format folder)")
         if not 0 <= self.min_crop < self.max_crop <= 1:
             raise HvcError(
                 f"crop scale range [{self.min_crop}, {self.max_crop}] is not within [0, 1]"

@@ -21,7 +21,6 @@ from hvc_runtime.encoders import (
     CIFAR10_STD,
     IMAGENET_MEAN,
     IMAGENET_STD,
-    StrideEightResNet,
 )
 from hvc_runtime.errors import HvcError
 from hvc_train.checkpointing import load_checkpoint, save_checkpoint
@@ -36,6 +35,7 @@ from hvc_train.data import (
 )
 from hvc_train.distributed import DistContext, init_from_env, shutdown
 from hvc_train.model import HVCNetwork, momentum_at
+from hvc_train.validation import davis_jf, inference_trunk
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
@@ -51,6 +51,7 @@ class TrainResult:
     checkpoint: Path | None = None
     encoder: Path | None = None
     images_per_second: float = 0.0
+    validation: list[tuple[int, float]] = field(default_factory=list)  # (step, J&F)
 
 
 def build_index(config: TrainConfig) -> FrameIndex:
@@ -111,11 +112,6 @@ class Normalizer:
 
 def export_encoder(network: HVCNetwork, path: Path, config: TrainConfig, steps: int) -> Path:
     """The online trunk up to layer3 as a runtime checkpoint (safetensors + header)."""
-    trunk = StrideEightResNet("resnet18", "layer3")
-    state = {
-        k: v for k, v in network.online_encoder.state_dict().items() if not k.startswith("layer4.")
-    }
-    trunk.load_state_dict(state)
     header = CheckpointHeader(
         training={
             "config": config.to_dict(),
@@ -124,7 +120,7 @@ def export_encoder(network: HVCNetwork, path: Path, config: TrainConfig, steps: 
         },
         git_revision=git_revision(),
     )
-    save_encoder(trunk, path, header)
+    save_encoder(inference_trunk(network.online_encoder), path, header)
     return path
 
 
@@ -218,6 +214,19 @@ def _train(
             },
         )
 
+    def validate() -> None:
+        jf = davis_jf(
+            network.online_encoder,
+            Path(config.val_davis),
+            config.val_split,
+            config.val_size,
+            device,
+        )
+        result.validation.append((step, jf))
+        log.info("step %d: validation J&F %.3f", step, jf)
+        if writer is not None:
+            writer.add_scalar("val/J&F", jf, step)
+
     progress = _progress(show_progress and context.is_main)
     task = progress.add_task(
         "training", total=last_step, completed=step, loss=float("nan"), rate=0.0
@@ -274,11 +283,16 @@ def _train(
                     flush_losses()
                 if step % config.checkpoint_every == 0 and step < last_step:
                     checkpoint()
+                if config.val_every and step % config.val_every == 0 and context.is_main:
+                    validate()
                 if step >= last_step:
                     break
             else:
                 epoch, position = epoch + 1, 0
     checkpoint()
+    validated_last = bool(result.validation) and result.validation[-1][0] == step
+    if config.val_davis and context.is_main and not validated_last:
+        validate()
     result.steps = step
     result.images_per_second = seen / max(time.perf_counter() - started, 1e-9)
     result.checkpoint = run_dir / CHECKPOINT

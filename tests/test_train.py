@@ -199,3 +199,17 @@ def test_short_cpu_run_on_davis2016_train(tmp_path):
     result = train(config, tmp_path / "davis", show_progress=False)
     assert result.steps == 15 and np.isfinite(result.losses).all()
     assert Path(result.encoder).is_file()
+
+
+def test_periodic_validation_logs_davis_jf(image_tree, tmp_path):
+    from tests.test_davis import make_dataset
+
+    make_dataset(tmp_path / "davis", ["a"])
+    frames = tmp_path / "davis" / "JPEGImages" / "480p" / "a"
+    for t in range(6):
+        Image.fromarray(smooth_texture(40, 60, seed=t % 2)).save(frames / f"{t:05d}.jpg")
+    config = tiny(image_tree, max_steps=3, val_davis=str(tmp_path / "davis"), val_every=2, val_size=None)
+    result = train(config, tmp_path / "run", show_progress=False)
+    assert [s for s, _ in result.validation] == [2, 3]
+    assert all(0 <= jf <= 1 for _, jf in result.validation)
+    assert list((tmp_path / "run" / "tensorboard").iterdir())
