@@ -208,7 +208,9 @@ def test_periodic_validation_logs_davis_jf(image_tree, tmp_path):
     frames = tmp_path / "davis" / "JPEGImages" / "480p" / "a"
     for t in range(6):
         Image.fromarray(smooth_texture(40, 60, seed=t % 2)).save(frames / f"{t:05d}.jpg")
-    config = tiny(image_tree, max_steps=3, val_davis=str(tmp_path / "davis"), val_every=2, val_size=None)
+    config = tiny(
+        image_tree, max_steps=3, val_davis=str(tmp_path / "davis"), val_every=2, val_size=None
+    )
     result = train(config, tmp_path / "run", show_progress=False)
     assert [s for s, _ in result.validation] == [2, 3]
     assert all(0 <= jf <= 1 for _, jf in result.validation)

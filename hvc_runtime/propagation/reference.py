@@ -89,7 +89,9 @@ class ReferencePropagator:
         else:
             labels = padded_new
         channels = torch.zeros(self.num_channels, dtype=torch.bool, device=new.device)
-        channels[old:] = True
+        # official: the first reference votes for the ids that survive down-sampling to the
+        # feature grid; later references for every id their full-resolution mask holds
+        channels[old:] = new.sum(1) > 0 if self.t == 0 else True
         self.references.append(ReferenceMemory(self.t, channels))
         return labels
 
