@@ -120,12 +120,15 @@ def _progress(description: str, total: int | None) -> Iterator[Callable[[int], N
         yield lambda done: progress.update(task, completed=done)
 
 
-def _prepare_output(out: Path, overwrite: bool) -> None:
+def _prepare_output(out: Path, overwrite: bool, replaceable: frozenset[str] = frozenset()) -> None:
+    """Create `out`; refuse a folder holding anything but a previous result (`replaceable`)."""
     if out.exists() and not out.is_dir():
         raise HvcError(f"{out}: output path exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
+    others = [p.name for p in out.iterdir() if p.name not in replaceable] if out.is_dir() else []
+    if others and not overwrite:
         raise HvcError(
-            f"{out}: output folder already holds files; choose an empty one or pass --overwrite"
+            f"{out}: output folder already holds other files ({', '.join(sorted(others)[:3])}); "
+            "choose an empty one or pass --overwrite"
         )
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -133,6 +136,9 @@ def _prepare_output(out: Path, overwrite: bool) -> None:
         raise HvcError(f"{out}: cannot create the output folder ({exc.strerror})") from exc
     if not os.access(out, os.W_OK):
         raise HvcError(f"{out}: output folder is not writable")
+
+
+RUN_OUTPUTS = frozenset({"masks", "overlay.mp4", "summary.json"})
 
 
 def _first_mask(mask_path: Path, height: int, width: int, resize_mask: bool) -> np.ndarray:
@@ -209,7 +215,7 @@ def run(
         )
         config = make_config(context, topk, temperature, radius, pad_context, soft_labels)
         segmenter = build_segmenter(checkpoint, moco, device, size, precision, config)
-        _prepare_output(out, overwrite)
+        _prepare_output(out, overwrite, RUN_OUTPUTS)
         with _progress(f"segmenting {video.name}", len(source)) as advance:
             overlay_path = out / "overlay.mp4" if overlay else None
             summary = segment_video(

@@ -131,8 +131,19 @@ def test_output_folder_with_other_files(clip, tmp_path):
     out.mkdir()
     (out / "notes.txt").write_text("mine")
     code, _, stderr = run_cli(run_app, [video, mask, "--out", out])
-    assert_one_line_error(code, stderr, "busy", "already holds files", "--overwrite")
+    assert_one_line_error(
+        code, stderr, "busy", "already holds other files (notes.txt)", "--overwrite"
+    )
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
+def test_rerun_replaces_its_own_previous_result(clip, tmp_path):
+    video, mask = clip
+    out = tmp_path / "again"
+    for _ in range(2):
+        code, _, stderr = run_cli(run_app, [video, mask, "--out", out, "--no-overlay"])
+        assert code == 0, stderr
+    assert sorted(p.name for p in out.iterdir()) == ["masks", "summary.json"]
 
 
 def test_unavailable_device_and_bad_settings(clip, tmp_path):
