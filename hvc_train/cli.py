@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from hvc_runtime.errors import HvcError
-from hvc_train.config import load_config
+from hvc_train.config import load_config, saved_config
 from hvc_train.loop import train
 
 console = Console(stderr=True, soft_wrap=True)
@@ -84,7 +84,8 @@ def main(
         "val_size": val_size,
     }
     try:
-        result = train(load_config(config, overrides), out, resume=resume, force=force)
+        base = saved_config(out) if resume else None
+        result = train(load_config(config, overrides, base), out, resume=resume, force=force)
     except HvcError as error:
         console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
         raise typer.Exit(1) from None

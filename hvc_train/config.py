@@ -62,9 +62,11 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-def load_config(path: Path | None, overrides: dict[str, Any]) -> TrainConfig:
-    """Defaults, then a TOML or YAML file, then flags (only those given)."""
-    values: dict[str, Any] = {}
+def load_config(
+    path: Path | None, overrides: dict[str, Any], base: dict[str, Any] | None = None
+) -> TrainConfig:
+    """Defaults, then `base` (a resumed run's saved config), a TOML or YAML file, then flags."""
+    values: dict[str, Any] = dict(base or {})
     if path is not None:
         path = Path(path)
         try:
@@ -72,11 +74,11 @@ def load_config(path: Path | None, overrides: dict[str, Any]) -> TrainConfig:
         except OSError as exc:
             raise HvcError(f"{path}: cannot read config ({exc.strerror})") from exc
         if path.suffix == ".toml":
-            values = tomllib.loads(text)
+            values.update(tomllib.loads(text))
         elif path.suffix in (".yaml", ".yml"):
             import yaml
 
-            values = yaml.safe_load(text) or {}
+            values.update(yaml.safe_load(text) or {})
         else:
             raise HvcError(f"{path}: config must be .toml, .yaml or .yml")
     values.update({k: v for k, v in overrides.items() if v is not None})
@@ -89,3 +91,9 @@ def load_config(path: Path | None, overrides: dict[str, Any]) -> TrainConfig:
 
 def save_config(config: TrainConfig, path: Path) -> None:
     path.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+
+
+def saved_config(run_dir: Path) -> dict[str, Any] | None:
+    """The resolved config a run saved, so `--resume` needs no flags repeated."""
+    path = Path(run_dir) / "config.json"
+    return json.loads(path.read_text()) if path.is_file() else None

@@ -178,6 +178,20 @@ def test_corrupt_images_are_skipped_and_counted(image_tree, tmp_path):
     assert result.skipped_images >= 2 and np.isfinite(result.losses).all()
 
 
+def test_cli_resume_reads_the_saved_config(image_tree, tmp_path):
+    from hvc_train.cli import app
+
+    args = ["--out", str(tmp_path / "run"), "--images", str(image_tree), "--image-size", "64"]
+    args += ["--batch-size", "4", "--max-steps", "2", "--workers", "0"]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    resumed = CliRunner().invoke(
+        app, ["--out", str(tmp_path / "run"), "--resume", "--max-steps", "3"]
+    )
+    assert resumed.exit_code == 0, resumed.stderr
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["step"] == 3
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["config"]["image_size"] == 64
+
+
 def test_config_file_and_flags(tmp_path):
     (tmp_path / "c.toml").write_text('images = ["x"]\nbatch_size = 16\npos_radius = 0.7\n')
     config = load_config(tmp_path / "c.toml", {"batch_size": 8, "lr": None})
