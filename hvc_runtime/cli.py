@@ -21,6 +21,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from hvc_runtime.artifacts import manifest_path
+from hvc_runtime.backends import load_backend
 from hvc_runtime.checkpoints import load_encoder
 from hvc_runtime.davis.dataset import DavisDataset
 from hvc_runtime.davis.evaluation import Evaluation, evaluate
@@ -41,7 +43,9 @@ eval_app = typer.Typer(
 
 Checkpoint = Annotated[
     Path | None,
-    typer.Option(help="Encoder weights: hvc .safetensors or official .pth (default: shipped)."),
+    typer.Option(
+        help="Encoder: hvc .safetensors, official .pth, or an hvc-export artifact (default: shipped)."
+    ),
 ]
 Moco = Annotated[
     Path | None,
@@ -88,16 +92,26 @@ def build_segmenter(
         raise HvcError(f"--precision {precision}: choose one of {', '.join(DTYPES)}")
     if size is not None and size < 8:
         raise HvcError(f"--size {size}: the short side must be at least 8 pixels")
-    loaded = load_encoder(checkpoint, moco)
-    style = "" if loaded.trained else "[yellow]warning:[/] "
-    console.print(f"{style}encoder: {escape(loaded.description)}", highlight=False)
     target = resolve_device(device)
+    if checkpoint is not None and manifest_path(checkpoint).is_file():
+        if moco is not None:
+            raise HvcError(
+                f"{checkpoint}: an exported artifact already fixes its features; drop --moco"
+            )
+        encoder, manifest = load_backend(checkpoint, target)
+        description = f"{manifest.format} {manifest.precision} artifact {checkpoint}"
+        style = "" if manifest.parity.get("passed") else "[yellow]warning:[/] parity failed, "
+    else:
+        loaded = load_encoder(checkpoint, moco)
+        encoder, description = loaded.encoder, loaded.description
+        style = "" if loaded.trained else "[yellow]warning:[/] "
+    console.print(f"{style}encoder: {escape(description)}", highlight=False)
     console.print(
         f"device: {target}, precision: {precision}, size: {size or 'native'}",
         highlight=False,
         markup=False,
     )
-    return Segmenter(loaded.encoder, config, target, precision, size)  # type: ignore[arg-type]
+    return Segmenter(encoder, config, target, precision, size)  # type: ignore[arg-type]
 
 
 def make_config(context: int, topk: int, temperature: float, radius: float, pad: bool, soft: bool):

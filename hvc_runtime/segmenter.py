@@ -15,7 +15,9 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from hvc_runtime.backends import EncoderBackend
 from hvc_runtime.encoders import InferenceEncoder
 from hvc_runtime.propagation import PropagationConfig, ReferencePropagator
 
@@ -37,7 +39,7 @@ class Segmenter:
 
     def __init__(
         self,
-        encoder: InferenceEncoder,
+        encoder: InferenceEncoder | EncoderBackend,
         config: PropagationConfig = PropagationConfig(),
         device: str | torch.device = "cpu",
         precision: Precision = "fp32",
@@ -46,7 +48,9 @@ class Segmenter:
         if precision not in DTYPES:
             raise ValueError(f"precision must be one of {sorted(DTYPES)}, got {precision!r}")
         self.device = torch.device(device)
-        self.encoder = encoder.to(self.device).eval()
+        if isinstance(encoder, nn.Module):
+            encoder = encoder.to(self.device).eval()
+        self.encoder = encoder
         self.precision = precision
         self.short_side = short_side
         self.propagator = ReferencePropagator(config)

@@ -1,0 +1,91 @@
+"""`hvc-export CHECKPOINT --format torchscript|onnx|trt`: a verified artifact and its manifest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from hvc_export.exporter import ExportRequest, export
+from hvc_export.graph import ShapeRange, parse_shape
+from hvc_runtime.errors import HvcError
+from hvc_runtime.io.frames import open_frames
+
+console = Console(stderr=True, soft_wrap=True)
+app = typer.Typer(add_completion=False, help="Export the HVC encoder for deployment.")
+SUFFIXES = {"torchscript": ".pt", "onnx": ".onnx", "trt": ".engine"}
+
+
+@app.command()
+def main(
+    checkpoint: Annotated[
+        Path | None, typer.Argument(help="Encoder checkpoint (.safetensors or official .pth).")
+    ] = None,
+    format: Annotated[str, typer.Option("--format", help="torchscript, onnx or trt.")] = "onnx",
+    out: Annotated[
+        Path | None, typer.Option(help="Artifact path (default: beside the checkpoint).")
+    ] = None,
+    precision: Annotated[str, typer.Option(help="fp32 or fp16.")] = "fp32",
+    moco: Annotated[
+        Path | None, typer.Option(help="MoCo-v1 ResNet-50 .pth: one fused 1280-d graph.")
+    ] = None,
+    min_shape: Annotated[str, typer.Option(help="Smallest frame, HEIGHTxWIDTH.")] = "64x64",
+    opt_shape: Annotated[str, typer.Option(help="Typical frame, HEIGHTxWIDTH.")] = "480x864",
+    max_shape: Annotated[str, typer.Option(help="Largest frame, HEIGHTxWIDTH.")] = "1088x1920",
+    max_batch: Annotated[int, typer.Option(help="Largest batch.")] = 8,
+    parity_frames: Annotated[
+        Path | None,
+        typer.Option(help="Video or frame folder for the parity check (default: generated)."),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option(help="Write even if parity fails (recorded in the manifest).")
+    ] = False,
+    workspace_gb: Annotated[float, typer.Option(help="TensorRT workspace limit.")] = 4.0,
+    timing_cache: Annotated[
+        Path | None, typer.Option(help="TensorRT timing cache file (reused).")
+    ] = None,
+    version_compatible: Annotated[
+        bool, typer.Option(help="TensorRT engine runnable by the lean runtime / later versions.")
+    ] = False,
+) -> None:
+    """Export CHECKPOINT (default: the shipped encoder) and verify it against PyTorch."""
+    try:
+        shapes = ShapeRange(parse_shape(min_shape), parse_shape(opt_shape), parse_shape(max_shape))
+        if max_batch < 1:
+            raise HvcError(f"--max-batch {max_batch}: must be at least 1")
+        if out is None:
+            stem = checkpoint.with_suffix("") if checkpoint else Path("hvc-encoder")
+            out = Path(f"{stem}-{precision}{SUFFIXES.get(format, '')}")
+        frames = None
+        if parity_frames is not None:
+            frames = [
+                frame.rgb for _, frame in zip(range(6), open_frames(parity_frames), strict=False)
+            ]
+        request = ExportRequest(
+            checkpoint=checkpoint,
+            format=format,
+            out=out,
+            precision=precision,
+            moco=moco,
+            shapes=shapes,
+            max_batch=max_batch,
+            parity_frames=frames,
+            force=force,
+            workspace_bytes=int(workspace_gb * (1 << 30)),
+            timing_cache=timing_cache,
+            version_compatible=version_compatible,
+        )
+        result = export(request)
+    except HvcError as error:
+        console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
+        raise typer.Exit(1) from None
+    verdict = "passed" if result.report.passed else "FAILED (written because of --force)"
+    console.print(
+        f"{format} {precision} artifact: {result.artifact}\nmanifest: {result.artifact}.json\n"
+        f"parity {verdict}: {result.report.summary()}",
+        highlight=False,
+        markup=False,
+    )

@@ -1,0 +1,80 @@
+"""ONNX Runtime sessions: the CPU provider, or CUDA with I/O bound to torch tensors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hvc_runtime.artifacts import Manifest
+from hvc_runtime.errors import HvcError
+
+
+class OnnxRuntimeBackend:
+    def __init__(self, artifact: Path, manifest: Manifest, device: torch.device) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise HvcError(
+                f"{artifact}: onnxruntime is not installed (pip install 'hvc[onnx]')"
+            ) from exc
+        available = ort.get_available_providers()
+        if device.type == "cuda":
+            if "CUDAExecutionProvider" not in available:
+                raise HvcError(
+                    f"{artifact}: onnxruntime has no CUDA provider here; install 'hvc[gpu]' "
+                    "(onnxruntime-gpu) or use --device cpu"
+                )
+            providers = [("CUDAExecutionProvider", {"device_id": device.index or 0})]
+        elif device.type == "cpu":
+            providers = ["CPUExecutionProvider"]
+        else:
+            raise HvcError(
+                f"{artifact}: ONNX Runtime backend runs on cpu or cuda, not {device.type}"
+            )
+        try:
+            self.session = ort.InferenceSession(str(artifact), providers=providers)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise HvcError(f"{artifact}: ONNX Runtime cannot load it ({exc})") from exc
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_name = self.session.get_outputs()[0].name
+        self.feature_dim = manifest.feature_dim
+        self.device = device
+
+    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+        frames = frames.to(self.device, torch.float32).contiguous()
+        if self.device.type == "cpu":
+            out = self.session.run([self.output_name], {self.input_name: frames.numpy()})[0]
+            return torch.from_numpy(out)
+        return self._run_bound(frames)
+
+    def _run_bound(self, frames: torch.Tensor) -> torch.Tensor:
+        """CUDA: bind torch memory as input and output, so nothing crosses to the host."""
+        import onnxruntime as ort
+
+        height, width = frames.shape[-2:]
+        out_dtype = {"tensor(float)": torch.float32, "tensor(float16)": torch.float16}[
+            self.session.get_outputs()[0].type
+        ]
+        out = torch.empty(
+            (frames.shape[0], self.feature_dim, -(-height // 8), -(-width // 8)),
+            dtype=out_dtype,
+            device=self.device,
+        )
+        binding = self.session.io_binding()
+        index = self.device.index or 0
+        binding.bind_input(
+            self.input_name, "cuda", index, np.float32, tuple(frames.shape), frames.data_ptr()
+        )
+        binding.bind_output(
+            self.output_name,
+            "cuda",
+            index,
+            np.float16 if out_dtype == torch.float16 else np.float32,
+            tuple(out.shape),
+            out.data_ptr(),
+        )
+        torch.cuda.current_stream(self.device).synchronize()
+        self.session.run_with_iobinding(binding, ort.RunOptions())
+        return out
