@@ -6,15 +6,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
 from hvc_export.exporter import ExportRequest, export
 from hvc_export.graph import ShapeRange, parse_shape
 from hvc_runtime.errors import HvcError
 from hvc_runtime.io.frames import open_frames
+from hvc_runtime.terminal import console, user_errors
 
-console = Console(stderr=True, soft_wrap=True)
 app = typer.Typer(add_completion=False, help="Export the HVC encoder for deployment.")
 SUFFIXES = {"torchscript": ".pt", "onnx": ".onnx", "trt": ".engine"}
 
@@ -52,7 +50,7 @@ def main(
     ] = False,
 ) -> None:
     """Export CHECKPOINT (default: the shipped encoder) and verify it against PyTorch."""
-    try:
+    with user_errors():
         shapes = ShapeRange(parse_shape(min_shape), parse_shape(opt_shape), parse_shape(max_shape))
         if max_batch < 1:
             raise HvcError(f"--max-batch {max_batch}: must be at least 1")
@@ -79,9 +77,6 @@ def main(
             version_compatible=version_compatible,
         )
         result = export(request)
-    except HvcError as error:
-        console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
-        raise typer.Exit(1) from None
     verdict = "passed" if result.report.passed else "FAILED (written because of --force)"
     console.print(
         f"{format} {precision} artifact: {result.artifact}\nmanifest: {result.artifact}.json\n"

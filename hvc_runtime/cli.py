@@ -1,7 +1,4 @@
-"""`hvc-run` and `hvc-eval`: thin command lines over the Python API.
-
-Every user-facing failure is an `HvcError`, printed on one line with a non-zero exit code.
-"""
+"""`hvc-run` and `hvc-eval`: thin command lines over the Python API."""
 
 from __future__ import annotations
 
@@ -34,8 +31,8 @@ from hvc_runtime.io.masks import read_mask
 from hvc_runtime.pipeline import SegmentationSummary, segment_video
 from hvc_runtime.propagation import PropagationConfig
 from hvc_runtime.segmenter import DTYPES, Segmenter
+from hvc_runtime.terminal import console, user_errors
 
-console = Console(stderr=True, soft_wrap=True)
 run_app = typer.Typer(add_completion=False, help="Segment and track objects through a video.")
 eval_app = typer.Typer(
     add_completion=False, help="DAVIS J&F of result masks, optionally after running."
@@ -65,19 +62,6 @@ PadContext = Annotated[
     bool, typer.Option(help="Official padding of the context with copies of the reference frame.")
 ]
 SoftLabels = Annotated[bool, typer.Option(help="Keep soft label maps in memory (official).")]
-
-
-def _fail(error: HvcError) -> None:
-    console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
-    raise typer.Exit(1)
-
-
-@contextmanager
-def _user_errors() -> Iterator[None]:
-    try:
-        yield
-    except HvcError as error:
-        _fail(error)
 
 
 def build_segmenter(
@@ -208,7 +192,7 @@ def run(
     soft_labels: SoftLabels = True,
 ) -> None:
     """Segment VIDEO from the objects in MASK (first frame); writes palette PNGs and an overlay."""
-    with _user_errors():
+    with user_errors():
         if demo or video is None:
             if video is not None or mask is not None:
                 raise HvcError("--demo takes no VIDEO or MASK")
@@ -302,7 +286,7 @@ def evaluate_command(
     soft_labels: SoftLabels = True,
 ) -> None:
     """Score RESULTS against DAVIS ground truth; writes the official CSV files into RESULTS."""
-    with _user_errors():
+    with user_errors():
         dataset = DavisDataset(davis, resolution)
         names = sequences.split(",") if sequences else dataset.sequences(split)
         timing: dict[str, tuple[int, float]] = {}

@@ -10,14 +10,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
-from hvc_runtime.errors import HvcError
+from hvc_runtime.terminal import console, user_errors
 from hvc_train.config import load_config, saved_config
 from hvc_train.loop import train
 
-console = Console(stderr=True, soft_wrap=True)
 app = typer.Typer(add_completion=False, help="HVC self-supervised pre-training.")
 
 
@@ -83,12 +80,9 @@ def main(
         "val_every": val_every,
         "val_size": val_size,
     }
-    try:
+    with user_errors():
         base = saved_config(out) if resume else None
         result = train(load_config(config, overrides, base), out, resume=resume, force=force)
-    except HvcError as error:
-        console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
-        raise typer.Exit(1) from None
     if result.encoder is not None:
         console.print(
             f"{result.steps} steps, {result.images_per_second:.1f} images/s, "
