@@ -1,0 +1,1 @@
+"""Latency, throughput and memory benchmarks; `python -m benchmarks.latency --help`."""

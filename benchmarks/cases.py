@@ -1,0 +1,188 @@
+"""The measurements: encoder latency, propagation per frame, end to end, memory vs length."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from benchmarks.encoders import BASELINE, Variant
+from benchmarks.measure import peak_memory_mb, reset_peak_memory, time_call
+from hvc_runtime.checkpoints import random_encoder
+from hvc_runtime.encoders import feature_size
+from hvc_runtime.io.frames import FrameSource, ImageFolderSource
+from hvc_runtime.pipeline import segment_video
+from hvc_runtime.propagation import PropagationConfig, ReferencePropagator
+from hvc_runtime.segmenter import Segmenter
+
+SIZES = {"480p": (480, 854), "720p": (720, 1280), "1080p": (1080, 1920)}
+
+
+def frame_size(name: str) -> tuple[int, int]:
+    """'480p', '720p', '1080p' or 'HEIGHTxWIDTH'."""
+    if name in SIZES:
+        return SIZES[name]
+    height, _, width = name.lower().partition("x")
+    if not (height.isdigit() and width.isdigit()):
+        raise ValueError(f"size {name!r}: use 480p, 720p, 1080p or HEIGHTxWIDTH")
+    return int(height), int(width)
+
+
+def encoder_rows(
+    variants: list[Variant], sizes: list[str], batches: list[int], device, warmup, runs
+):
+    rows = []
+    for size in sizes:
+        height, width = frame_size(size)
+        for batch in batches:
+            frames = torch.rand(batch, 3, height, width, device=device)
+            baseline = None
+            for variant in variants:
+                if variant.encode is None:
+                    continue
+                with torch.inference_mode():
+                    timing = time_call(
+                        lambda v=variant, x=frames: v.encode(x), device, warmup, runs
+                    )
+                if variant.name == BASELINE:
+                    baseline = timing.median_ms
+                rows.append(
+                    {
+                        "backend": variant.name,
+                        "size": size,
+                        "batch": batch,
+                        **timing.as_dict(),
+                        "images_per_s": 1000 * batch / timing.median_ms,
+                        "speedup": (baseline / timing.median_ms) if baseline else None,
+                    }
+                )
+    return rows
+
+
+def steady_state_propagator(
+    config: PropagationConfig, dim: int, grid: tuple[int, int], device
+) -> tuple[ReferencePropagator, torch.Tensor]:
+    """A propagator whose memory already holds a full context of distinct frames (the cost
+    from frame 51 on), built without propagating 51 frames first."""
+    generator = torch.Generator(device="cpu").manual_seed(0)
+
+    def unit() -> torch.Tensor:
+        return F.normalize(torch.randn(dim, *grid, generator=generator), dim=0).to(device)
+
+    propagator = ReferencePropagator(config)
+    labels = torch.softmax(torch.randn(2, *grid, generator=generator), 0).to(device)
+    propagator.step(unit(), labels)
+    memory = propagator.references[0]
+    for t in range(1, config.context_size + 1):
+        memory.store(t, unit().reshape(dim, -1), labels.reshape(2, -1))
+    propagator.t = config.context_size
+    return propagator, unit()
+
+
+def propagation_rows(sizes, dims, contexts, device, warmup, runs):
+    rows = []
+    for size in sizes:
+        grid = feature_size(*frame_size(size))
+        for dim in dims:
+            baseline = None
+            for context in contexts:
+                config = PropagationConfig(context_size=context)
+                propagator, query = steady_state_propagator(config, dim, grid, device)
+
+                # each step stores its frame and drops the oldest: the context stays full
+                timing = time_call(lambda p=propagator, q=query: p.step(q), device, warmup, runs)
+                if context == max(contexts):
+                    baseline = baseline or timing.median_ms
+                rows.append(
+                    {
+                        "implementation": "reference",
+                        "size": size,
+                        "feature_dim": dim,
+                        "context": f"1+{context}",
+                        **timing.as_dict(),
+                    }
+                )
+            for row in rows[-len(contexts) :]:
+                row["speedup"] = baseline / row["median_ms"]
+    return rows
+
+
+def generated_video(
+    folder: Path, frames: int, height: int, width: int
+) -> tuple[FrameSource, np.ndarray]:
+    """A textured pan written as JPEG frames, and its first mask."""
+    from PIL import Image
+
+    from hvc_export.parity import natural_texture
+
+    texture = natural_texture(height, width + 2 * frames, seed=7)
+    for t in range(frames):
+        Image.fromarray(texture[:, 2 * t : 2 * t + width]).save(folder / f"{t:05d}.jpg", quality=90)
+    mask = np.zeros((height, width), np.uint8)
+    mask[height // 4 : 3 * height // 4, width // 4 : width // 2] = 1
+    return ImageFolderSource(folder), mask
+
+
+def end_to_end_rows(sources: dict[str, tuple[FrameSource, np.ndarray]], device, max_frames: int):
+    rows = []
+    for name, (source, first_mask) in sources.items():
+        segmenter = Segmenter(random_encoder(), device=device)
+        frames = [f.rgb for _, f in zip(range(max_frames), source, strict=False)]
+        began = time.perf_counter()
+        for t, frame in enumerate(frames):
+            segmenter.step(frame, first_mask if t == 0 else None)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        compute_fps = len(frames) / (time.perf_counter() - began)
+        with tempfile.TemporaryDirectory() as out:
+            limited = _Limited(source, max_frames)
+            summary = segment_video(limited, {0: first_mask}, segmenter, Path(out) / "masks")
+        rows.append(
+            {
+                "video": name,
+                "frames": summary.frames,
+                "size": f"{source.width}x{source.height}",
+                "fps_end_to_end": summary.frames / summary.seconds,
+                "fps_compute_only": compute_fps,
+            }
+        )
+    return rows
+
+
+class _Limited(FrameSource):
+    """The first `count` frames of a source."""
+
+    def __init__(self, source: FrameSource, count: int) -> None:
+        self.source, self.count = source, count
+        self.path, self.fps = source.path, source.fps
+        self.height, self.width = source.height, source.width
+
+    def __len__(self) -> int:
+        return min(len(self.source), self.count)
+
+    def __iter__(self):
+        for _, frame in zip(range(self.count), self.source, strict=False):
+            yield frame
+
+
+def memory_rows(lengths: list[int], grid: tuple[int, int], dim: int, device) -> list[dict]:
+    """Memory after propagating N frames of random features: it must not grow with N."""
+    rows = []
+    generator = torch.Generator(device="cpu").manual_seed(1)
+    propagator = ReferencePropagator()
+    reset_peak_memory(device)
+    labels = torch.softmax(torch.randn(2, *grid, generator=generator), 0).to(device)
+    frames = 0
+    for length in sorted(lengths):
+        while frames < length:
+            features = F.normalize(torch.randn(dim, *grid, generator=generator), dim=0).to(device)
+            propagator.step(features, labels if frames == 0 else None)
+            frames += 1
+        rows.append(
+            {"frames": length, "grid": f"{grid[0]}x{grid[1]}", "memory_mb": peak_memory_mb(device)}
+        )
+    return rows

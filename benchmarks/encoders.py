@@ -1,0 +1,109 @@
+"""Encoder variants to time: PyTorch eager/compiled, TorchScript, ONNX Runtime, TensorRT.
+
+Each variant is a callable on float32 NCHW frames; variants that cannot run here are returned
+with the reason, so the report lists them as skipped instead of silently leaving them out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from hvc_runtime.encoders import InferenceEncoder
+
+Encode = Callable[[torch.Tensor], torch.Tensor]
+ALL = (
+    "torch-eager-fp32",
+    "torch-eager-half-cl",
+    "torch-compile",
+    "torch-compile-cudagraphs",
+    "torchscript",
+    "onnxruntime-cpu",
+    "onnxruntime-cuda",
+    "tensorrt",
+)
+BASELINE = "torch-eager-fp32"
+
+
+@dataclass
+class Variant:
+    name: str
+    encode: Encode | None = None
+    skipped: str | None = None
+
+
+def _half_dtype(device: torch.device) -> torch.dtype:
+    return torch.float16 if device.type == "cuda" else torch.bfloat16
+
+
+def _eager_half(encoder: InferenceEncoder, device: torch.device) -> Encode:
+    model = encoder.to(memory_format=torch.channels_last)
+    dtype = _half_dtype(device)
+
+    def run(frames: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device.type, dtype=dtype):
+            return model(frames.contiguous(memory_format=torch.channels_last))
+
+    return run
+
+
+def _artifact(fmt: str, folder: Path, backend_device: torch.device) -> Encode:
+    """Export the encoder once per format into `folder`, load it back on `backend_device`."""
+    from hvc_export.exporter import ExportRequest, export
+    from hvc_runtime.backends import load_backend
+
+    suffix = {"torchscript": ".pt", "onnx": ".onnx", "trt": ".engine"}[fmt]
+    path = folder / f"encoder{suffix}"
+    if not path.exists():
+        export(ExportRequest(None, fmt, path))
+    backend, _ = load_backend(path, backend_device)
+    return backend
+
+
+def build_variants(names: list[str], device: torch.device, folder: Path) -> list[Variant]:
+    """Instantiate the requested variants on `device`, or say why one cannot run."""
+    from hvc_runtime.checkpoints import random_encoder
+
+    variants = []
+    cuda = device.type == "cuda"
+    for name in names:
+        encoder = random_encoder().to(device)
+        try:
+            if name == "torch-eager-fp32":
+                variants.append(Variant(name, encoder))
+            elif name == "torch-eager-half-cl":
+                variants.append(
+                    Variant(
+                        f"torch-eager-{'fp16' if cuda else 'bf16'}-cl", _eager_half(encoder, device)
+                    )
+                )
+            elif name == "torch-compile":
+                variants.append(Variant(name, torch.compile(encoder)))
+            elif name == "torch-compile-cudagraphs":
+                if not cuda:
+                    variants.append(Variant(name, skipped="CUDA graphs need a CUDA device"))
+                else:
+                    variants.append(Variant(name, torch.compile(encoder, mode="max-autotune")))
+            elif name == "torchscript":
+                variants.append(Variant(name, _artifact("torchscript", folder, device)))
+            elif name == "onnxruntime-cpu":
+                cpu_backend = _artifact("onnx", folder, torch.device("cpu"))
+                variants.append(Variant(name, lambda x, b=cpu_backend: b(x.cpu()).to(device)))
+            elif name == "onnxruntime-cuda":
+                if not cuda:
+                    variants.append(Variant(name, skipped="no CUDA device"))
+                else:
+                    variants.append(Variant(name, _artifact("onnx", folder, device)))
+            elif name == "tensorrt":
+                variants.append(Variant(name, _artifact("trt", folder, device)))
+            else:
+                variants.append(
+                    Variant(name, skipped=f"unknown backend (choose from {', '.join(ALL)})")
+                )
+        except Exception as exc:  # a backend that is not installed or cannot run here
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            variants.append(Variant(name, skipped=reason))
+    return variants

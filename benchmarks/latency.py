@@ -1,0 +1,147 @@
+"""The benchmark suite: `python -m benchmarks.latency --help`.
+
+Writes `latency.json`, `latency.md` and PNG plots into the output folder; every speed claim in
+the README comes from such a file (`python -m benchmarks.readme`).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from benchmarks import cases
+from benchmarks.encoders import ALL, build_variants
+from benchmarks.environment import describe
+from benchmarks.report import markdown, plots, write_json
+from hvc_runtime.devices import resolve_device
+from hvc_runtime.io.masks import read_mask
+from hvc_runtime.terminal import user_errors
+
+console = Console(stderr=True)
+app = typer.Typer(add_completion=False, help=__doc__)
+DAVIS_SEQUENCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "davis2016"
+
+
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+@app.command()
+def main(
+    encoder: Annotated[
+        bool, typer.Option("--encoder", help="Encoder latency per backend.")
+    ] = False,
+    propagation: Annotated[
+        bool, typer.Option("--propagation", help="Propagation per frame.")
+    ] = False,
+    e2e: Annotated[
+        bool, typer.Option("--e2e", help="End to end on DAVIS and a generated video.")
+    ] = False,
+    memory: Annotated[bool, typer.Option("--memory", help="Memory vs video length.")] = False,
+    backends: Annotated[str, typer.Option(help=f"Comma list from {', '.join(ALL)}.")] = ",".join(
+        ALL
+    ),
+    sizes: Annotated[
+        str, typer.Option(help="480p, 720p, 1080p or HEIGHTxWIDTH.")
+    ] = "480p,720p,1080p",
+    batches: Annotated[str, typer.Option(help="Encoder batch sizes.")] = "1,8",
+    dims: Annotated[
+        str, typer.Option(help="Feature dims for propagation (256, 1280).")
+    ] = "256,1280",
+    contexts: Annotated[
+        str, typer.Option(help="Short-term contexts; the largest is the baseline.")
+    ] = "50,20,10",
+    warmup: Annotated[int, typer.Option()] = 2,
+    runs: Annotated[int, typer.Option()] = 10,
+    e2e_frames: Annotated[int, typer.Option(help="Frames per end-to-end video.")] = 50,
+    e2e_size: Annotated[str, typer.Option(help="Generated video size, HEIGHTxWIDTH.")] = "480x854",
+    memory_lengths: Annotated[
+        str, typer.Option(help="Video lengths for the memory curve.")
+    ] = "100,1000,10000",
+    memory_grid: Annotated[str, typer.Option(help="Feature grid for the memory curve.")] = "60x107",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("benchmarks/results"),
+) -> None:
+    """Run the selected parts (all when none is selected)."""
+    with user_errors():
+        if not (encoder or propagation or e2e or memory):
+            encoder = propagation = e2e = memory = True
+        target = resolve_device(device)
+        out.mkdir(parents=True, exist_ok=True)
+        size_names = _split(sizes)
+        results: dict = {
+            "environment": describe(target),
+            "settings": {
+                "warmup": warmup,
+                "runs": runs,
+                "sizes": size_names,
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            },
+            "skipped": [],
+        }
+        with tempfile.TemporaryDirectory(prefix="hvc-bench-") as scratch:
+            if encoder:
+                with console.status("encoder: exporting and loading backends"):
+                    variants = build_variants(_split(backends), target, Path(scratch))
+                results["skipped"] += [
+                    {"backend": v.name, "reason": v.skipped} for v in variants if v.skipped
+                ]
+                with console.status("encoder: timing"):
+                    results["encoder"] = cases.encoder_rows(
+                        variants,
+                        size_names,
+                        [int(b) for b in _split(batches)],
+                        target,
+                        warmup,
+                        runs,
+                    )
+            if propagation:
+                with console.status("propagation: timing the reference"):
+                    results["propagation"] = cases.propagation_rows(
+                        size_names,
+                        [int(d) for d in _split(dims)],
+                        [int(c) for c in _split(contexts)],
+                        target,
+                        warmup,
+                        runs,
+                    )
+            if e2e:
+                with console.status("end to end"):
+                    height, width = cases.frame_size(e2e_size)
+                    folder = Path(scratch) / "generated"
+                    folder.mkdir()
+                    sources = {
+                        "generated": cases.generated_video(folder, e2e_frames, height, width)
+                    }
+                    if DAVIS_SEQUENCE.is_dir():
+                        first = read_mask(
+                            DAVIS_SEQUENCE / "Annotations" / "480p" / "blackswan" / "00000.png"
+                        )
+                        frames = cases.ImageFolderSource(
+                            DAVIS_SEQUENCE / "JPEGImages" / "480p" / "blackswan"
+                        )
+                        sources["davis2016/blackswan"] = (frames, first)
+                    results["end_to_end"] = cases.end_to_end_rows(sources, target, e2e_frames)
+            if memory:
+                with console.status("memory vs video length"):
+                    grid = cases.frame_size(memory_grid)
+                    results["memory"] = cases.memory_rows(
+                        [int(n) for n in _split(memory_lengths)], grid, 256, target
+                    )
+        write_json(results, out / "latency.json")
+        (out / "latency.md").write_text(markdown(results))
+        written = plots(results, out)
+    console.print(markdown(results), markup=False, highlight=False)
+    console.print(
+        f"wrote {out / 'latency.json'}, {out / 'latency.md'}, {', '.join(str(p) for p in written)}",
+        markup=False,
+    )
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,47 @@
+"""A CPU smoke run of the benchmark suite: every output is produced and well-formed.
+Timings are never asserted."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from benchmarks.latency import app
+from benchmarks.readme import END, START, update
+
+
+def test_smoke_run_writes_json_table_and_plots(tmp_path):
+    out = tmp_path / "bench"
+    args = [
+        "--backends", "torch-eager-fp32,torch-eager-half-cl,onnxruntime-cpu,tensorrt",
+        "--sizes", "64x96", "--batches", "1,2", "--dims", "256", "--contexts", "3,1",
+        "--warmup", "0", "--runs", "2", "--e2e-frames", "3", "--e2e-size", "64x96",
+        "--memory-lengths", "5,20", "--memory-grid", "4x6", "--device", "cpu", "--out", str(out),
+    ]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.stderr
+    data = json.loads((out / "latency.json").read_text())
+    assert data["environment"]["device"] == "cpu" and data["environment"]["versions"]["torch"]
+    encoder = data["encoder"]
+    assert {r["backend"] for r in encoder} == {
+        "torch-eager-fp32",
+        "torch-eager-bf16-cl",
+        "onnxruntime-cpu",
+    }
+    assert all(r["median_ms"] > 0 and r["runs"] == 2 and r["speedup"] > 0 for r in encoder)
+    assert {r["batch"] for r in encoder} == {1, 2}
+    assert [r["context"] for r in data["propagation"]] == ["1+3", "1+1"]
+    assert data["propagation"][0]["speedup"] == 1.0
+    assert data["end_to_end"][0]["video"] == "generated" and data["end_to_end"][0]["frames"] == 3
+    assert [r["frames"] for r in data["memory"]] == [5, 20]
+    assert any(s["backend"] == "tensorrt" for s in data["skipped"])
+    table = (out / "latency.md").read_text()
+    assert "| torch-eager-fp32 | 64x96 | 1 |" in table and "Skipped: tensorrt" in table
+    for plot in ("encoder.png", "propagation.png", "memory.png"):
+        assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n{START}\nold\n{END}\nrest\n")
+    update(readme, out / "latency.json")
+    text = readme.read_text()
+    assert "old" not in text and "| onnxruntime-cpu | 64x96 |" in text and text.endswith("rest\n")
