@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -25,6 +26,18 @@ from hvc_runtime.terminal import user_errors
 console = Console(stderr=True)
 app = typer.Typer(add_completion=False, help=__doc__)
 DAVIS_SEQUENCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "davis2016"
+
+
+@contextmanager
+def _part(description: str):
+    """A spinner on terminals, and a start/finish line in logs."""
+    began = time.perf_counter()
+    console.print(f"{description} ...", markup=False, highlight=False)
+    with console.status(description):
+        yield
+    console.print(
+        f"{description}: {time.perf_counter() - began:.0f} s", markup=False, highlight=False
+    )
 
 
 def _split(text: str) -> list[str]:
@@ -86,12 +99,12 @@ def main(
         }
         with tempfile.TemporaryDirectory(prefix="hvc-bench-") as scratch:
             if encoder:
-                with console.status("encoder: exporting and loading backends"):
+                with _part("encoder: exporting and loading backends"):
                     variants = build_variants(_split(backends), target, Path(scratch))
                 results["skipped"] += [
                     {"backend": v.name, "reason": v.skipped} for v in variants if v.skipped
                 ]
-                with console.status("encoder: timing"):
+                with _part("encoder: timing"):
                     results["encoder"] = cases.encoder_rows(
                         variants,
                         size_names,
@@ -101,7 +114,7 @@ def main(
                         runs,
                     )
             if propagation:
-                with console.status("propagation: timing the reference"):
+                with _part("propagation: timing the reference"):
                     results["propagation"] = cases.propagation_rows(
                         size_names,
                         [int(d) for d in _split(dims)],
@@ -111,7 +124,7 @@ def main(
                         runs,
                     )
             if e2e:
-                with console.status("end to end"):
+                with _part("end to end"):
                     height, width = cases.frame_size(e2e_size)
                     folder = Path(scratch) / "generated"
                     folder.mkdir()
@@ -128,7 +141,7 @@ def main(
                         sources["davis2016/blackswan"] = (frames, first)
                     results["end_to_end"] = cases.end_to_end_rows(sources, target, e2e_frames)
             if memory:
-                with console.status("memory vs video length"):
+                with _part("memory vs video length"):
                     grid = cases.frame_size(memory_grid)
                     results["memory"] = cases.memory_rows(
                         [int(n) for n in _split(memory_lengths)], grid, 256, target
