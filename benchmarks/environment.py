@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import platform
 import subprocess
-from importlib import metadata
 from pathlib import Path
 
 import torch
+
+from hvc_runtime.provenance import git_revision, library_versions
 
 
 def describe(device: torch.device) -> dict:
@@ -16,8 +17,8 @@ def describe(device: torch.device) -> dict:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu_threads": torch.get_num_threads(),
-        "git_revision": _git_revision(),
-        "versions": _versions(),
+        "git_revision": git_revision(),
+        "versions": library_versions(),
     }
     if device.type == "cuda":
         info["device_name"] = torch.cuda.get_device_name(device)
@@ -27,24 +28,6 @@ def describe(device: torch.device) -> dict:
     else:
         info["device_name"] = platform.processor() or _cpu_model()
     return info
-
-
-def _versions() -> dict[str, str]:
-    found = {}
-    for package in (
-        "torch",
-        "torchvision",
-        "onnx",
-        "onnxruntime",
-        "onnxruntime-gpu",
-        "tensorrt",
-        "numpy",
-    ):
-        try:
-            found[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            continue
-    return found
 
 
 def _cpu_model() -> str:
@@ -62,10 +45,6 @@ def _run(args: list[str]) -> str:
         return subprocess.run(args, capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
         return ""
-
-
-def _git_revision() -> str:
-    return _run(["git", "-C", str(Path(__file__).parent), "rev-parse", "HEAD"]) or "unknown"
 
 
 def _nvidia_driver() -> str:

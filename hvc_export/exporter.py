@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ from hvc_runtime.backends.tensorrt import TensorRTBackend
 from hvc_runtime.backends.torchscript import TorchScriptBackend
 from hvc_runtime.checkpoints import load_encoder
 from hvc_runtime.errors import HvcError
+from hvc_runtime.provenance import library_versions
 
 
 @dataclass
@@ -57,16 +57,6 @@ def _sha256(path: Path | None) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _versions() -> dict[str, str]:
-    versions = {"torch": torch.__version__}
-    for package in ("hvc", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxscript", "tensorrt"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
 
 
 def _check_destination(out: Path, fmt: str) -> None:
@@ -111,7 +101,7 @@ def export(request: ExportRequest) -> ExportResult:
         shape_range=request.shapes.as_dict(),
         batch_range=[1, request.max_batch],
         source_sha256=_sha256(request.checkpoint),
-        versions=_versions(),
+        versions=library_versions(),
         parity={},
         output={
             "name": "features",

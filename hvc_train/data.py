@@ -134,7 +134,11 @@ class EpochSampler(Sampler[tuple[int, int, int]]):
         self.epoch, self.start = epoch, start
 
     def per_rank(self) -> int:
-        total = len(epoch_order(self.index, self.frames_per_video, self.seed, 0))
+        """Samples per rank and epoch (the same every epoch: only which frames changes)."""
+        total = sum(
+            min(len(group), self.frames_per_video) if sampled else len(group)
+            for group, sampled in zip(self.index.groups, self.index.sampled_groups, strict=True)
+        )
         return -(-total // self.world_size)
 
     def __len__(self) -> int:

@@ -4,7 +4,6 @@ exact resume, rank-0 checkpoints and logging, and the inference encoder exported
 from __future__ import annotations
 
 import logging
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from hvc_runtime.encoders import (
     IMAGENET_STD,
 )
 from hvc_runtime.errors import HvcError
+from hvc_runtime.provenance import git_revision
 from hvc_train.checkpointing import load_checkpoint, save_checkpoint
 from hvc_train.config import TrainConfig, save_config
 from hvc_train.data import (
@@ -79,20 +79,6 @@ def _prepare_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
             f"{run_dir}: folder already holds a run; pass --resume to continue it or --force to replace it"
         )
     run_dir.mkdir(parents=True, exist_ok=True)
-
-
-def git_revision() -> str:
-    try:
-        done = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    return done.stdout.strip() or "unknown"
 
 
 class Normalizer:
