@@ -18,6 +18,7 @@ from hvc_export.parity import ParityReport, check_parity
 from hvc_export.tensorrt import build_engine, import_tensorrt
 from hvc_export.torchscript import export_torchscript
 from hvc_runtime.artifacts import FORMATS, Manifest, manifest_path
+from hvc_runtime.atomic import atomic_path
 from hvc_runtime.backends.onnxruntime import OnnxRuntimeBackend
 from hvc_runtime.backends.tensorrt import TensorRTBackend
 from hvc_runtime.backends.torchscript import TorchScriptBackend
@@ -150,10 +151,8 @@ def export(request: ExportRequest) -> ExportResult:
             raise HvcError(
                 f"{out}: parity check failed ({report.summary()}); nothing written (--force writes it anyway)"
             )
-        final_manifest = manifest_path(out)
-        manifest_staging = final_manifest.with_name(f".{final_manifest.name}.partial")
-        manifest_staging.write_text(manifest.to_json())
-        os.replace(manifest_staging, final_manifest)
+        with atomic_path(manifest_path(out)) as tmp:
+            tmp.write_text(manifest.to_json())
         os.replace(staging, out)
     finally:
         staging.unlink(missing_ok=True)

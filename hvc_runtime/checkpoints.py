@@ -8,8 +8,6 @@ metadata holds a JSON header describing the architecture, normalisation and prov
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from hvc_runtime.atomic import atomic_path
 from hvc_runtime.encoders import (
     MOCO_FUSION_WEIGHT,
     InferenceEncoder,
@@ -219,12 +218,5 @@ def save_encoder(
         k: (v.to(dtype) if v.is_floating_point() else v).contiguous()
         for k, v in trunk.state_dict().items()
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={HEADER_KEY: json.dumps(asdict(header))})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={HEADER_KEY: json.dumps(asdict(header))})

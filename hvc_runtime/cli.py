@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from hvc_runtime.artifacts import manifest_path
+from hvc_runtime.atomic import atomic_path
 from hvc_runtime.backends import load_backend
 from hvc_runtime.checkpoints import load_encoder
 from hvc_runtime.davis.dataset import DavisDataset
@@ -154,10 +154,8 @@ def _first_mask(mask_path: Path, height: int, width: int, resize_mask: bool) -> 
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(payload, handle, indent=2)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2))
 
 
 @run_app.command()

@@ -6,13 +6,12 @@ A checkpoint is a plain dict of tensors, numbers and strings, so it loads with
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from hvc_runtime.atomic import atomic_path
 from hvc_runtime.errors import HvcError
 
 FORMAT_VERSION = 1
@@ -21,15 +20,8 @@ ARCHITECTURE = "hvc-resnet18-s8-layer4"
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     payload = {"format_version": FORMAT_VERSION, "architecture": ARCHITECTURE, **state}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
