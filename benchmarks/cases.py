@@ -16,7 +16,7 @@ from hvc_runtime.checkpoints import random_encoder
 from hvc_runtime.encoders import feature_size
 from hvc_runtime.io.frames import FrameSource, ImageFolderSource
 from hvc_runtime.pipeline import segment_video
-from hvc_runtime.propagation import PropagationConfig, ReferencePropagator
+from hvc_runtime.propagation import PROPAGATORS, OnlinePropagator, PropagationConfig, ReferencePropagator
 from hvc_runtime.segmenter import Segmenter
 
 SIZES = {"480p": (480, 854), "720p": (720, 1280), "1080p": (1080, 1920)}
@@ -64,8 +64,8 @@ def encoder_rows(
 
 
 def steady_state_propagator(
-    config: PropagationConfig, dim: int, grid: tuple[int, int], device
-) -> tuple[ReferencePropagator, torch.Tensor]:
+    config: PropagationConfig, dim: int, grid: tuple[int, int], device, implementation: str
+) -> tuple[OnlinePropagator, torch.Tensor]:
     """A propagator whose memory already holds a full context of distinct frames (the cost
     from frame 51 on), built without propagating 51 frames first."""
     generator = torch.Generator(device="cpu").manual_seed(0)
@@ -73,11 +73,12 @@ def steady_state_propagator(
     def unit() -> torch.Tensor:
         return F.normalize(torch.randn(dim, *grid, generator=generator), dim=0).to(device)
 
-    propagator = ReferencePropagator(config)
+    propagator = PROPAGATORS[implementation](config)
     labels = torch.softmax(torch.randn(2, *grid, generator=generator), 0).to(device)
     propagator.step(unit(), labels)
     memory = propagator.references[0]
     for t in range(1, config.context_size + 1):
+        memory.evict(t + 1, config.context_size)
         memory.store(t, unit().reshape(dim, -1), labels.reshape(2, -1))
     propagator.t = config.context_size
     return propagator, unit()
@@ -91,7 +92,7 @@ def propagation_rows(sizes, dims, contexts, device, warmup, runs):
             baseline = None
             for context in contexts:
                 config = PropagationConfig(context_size=context)
-                propagator, query = steady_state_propagator(config, dim, grid, device)
+                propagator, query = steady_state_propagator(config, dim, grid, device, "reference")
 
                 # each step stores its frame and drops the oldest: the context stays full
                 timing = time_call(lambda p=propagator, q=query: p.step(q), device, warmup, runs)

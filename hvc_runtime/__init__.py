@@ -3,10 +3,11 @@
 from hvc_runtime.checkpoints import load_encoder
 from hvc_runtime.errors import HvcError
 from hvc_runtime.pipeline import segment_video
-from hvc_runtime.propagation import PropagationConfig, ReferencePropagator
+from hvc_runtime.propagation import FastPropagator, PropagationConfig, ReferencePropagator
 from hvc_runtime.segmenter import Segmenter
 
 __all__ = [
+    "FastPropagator",
     "HvcError",
     "PropagationConfig",
     "ReferencePropagator",

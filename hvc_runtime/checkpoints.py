@@ -157,11 +157,33 @@ def random_encoder(seed: int = DEFAULT_RANDOM_SEED) -> InferenceEncoder:
     return InferenceEncoder(trunk).eval()
 
 
-def load_encoder(checkpoint: Path | None = None, moco: Path | None = None) -> LoadedEncoder:
+def replay_official_dims_probe(trunk: StrideEightResNet) -> None:
+    """Shift BatchNorm running statistics exactly as the official encoder loader does.
+
+    The official `make_encoder` measures the output stride with one forward pass of a
+    1×3×256×256 zero image while the network is still in training mode, so every BatchNorm
+    moves its running statistics one momentum step towards that image's statistics (with
+    fresh statistics: running variance 1 → 0.9). The official masks depend on this side
+    effect; the project does not do it unless asked, to reproduce them.
+    """
+    was_training = trunk.training
+    trunk.train()
+    with torch.no_grad():
+        trunk(torch.zeros(1, 3, 256, 256, device=next(trunk.parameters()).device))
+    trunk.train(was_training)
+
+
+def load_encoder(
+    checkpoint: Path | None = None,
+    moco: Path | None = None,
+    official_bn_drift: bool = False,
+) -> LoadedEncoder:
     """Build the inference encoder from a checkpoint (project safetensors or official `.pth`).
 
     Without a checkpoint the shipped default is used; until a trained default ships, that is a
-    seeded random initialisation, and the description says so.
+    seeded random initialisation, and the description says so. `official_bn_drift` replays the
+    official loader's BatchNorm side effect (`replay_official_dims_probe`) on every trunk, for
+    exact parity with official outputs.
     """
     if checkpoint is None and not DEFAULT_CHECKPOINT.exists():
         loaded = LoadedEncoder(
@@ -203,6 +225,11 @@ def load_encoder(checkpoint: Path | None = None, moco: Path | None = None) -> Lo
             fusion_weight=MOCO_FUSION_WEIGHT,
         ).eval()
         loaded.description += f" fused with MoCo-v1 ResNet-50 {moco} (λ={MOCO_FUSION_WEIGHT})"
+    if official_bn_drift:
+        trunks = [loaded.encoder.backbone, loaded.encoder.fusion]
+        for trunk in filter(None, trunks):
+            replay_official_dims_probe(trunk)
+        loaded.description += ", with the official BatchNorm drift"
     return loaded
 
 

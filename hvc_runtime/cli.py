@@ -29,7 +29,7 @@ from hvc_runtime.errors import HvcError
 from hvc_runtime.io.frames import ImageFolderSource, open_frames
 from hvc_runtime.io.masks import read_mask
 from hvc_runtime.pipeline import SegmentationSummary, segment_video
-from hvc_runtime.propagation import PropagationConfig
+from hvc_runtime.propagation import PROPAGATORS, PropagationConfig
 from hvc_runtime.segmenter import DTYPES, Segmenter
 from hvc_runtime.terminal import console, user_errors
 
@@ -62,6 +62,19 @@ PadContext = Annotated[
     bool, typer.Option(help="Official padding of the context with copies of the reference frame.")
 ]
 SoftLabels = Annotated[bool, typer.Option(help="Keep soft label maps in memory (official).")]
+Mode = Annotated[
+    str,
+    typer.Option(
+        help="Propagation: fast (local windows) or reference (dense official layout); same masks."
+    ),
+]
+OfficialBnDrift = Annotated[
+    bool,
+    typer.Option(
+        help="Replay the official loader's train-mode dummy forward, which shifts BatchNorm "
+        "statistics (an official bug; needed to reproduce official masks exactly)."
+    ),
+]
 
 
 def build_segmenter(
@@ -71,9 +84,13 @@ def build_segmenter(
     size: int | None,
     precision: str,
     config: PropagationConfig,
+    mode: str = "fast",
+    official_bn_drift: bool = False,
 ) -> Segmenter:
     if precision not in DTYPES:
         raise HvcError(f"--precision {precision}: choose one of {', '.join(DTYPES)}")
+    if mode not in PROPAGATORS:
+        raise HvcError(f"--mode {mode}: choose one of {', '.join(PROPAGATORS)}")
     if size is not None and size < 8:
         raise HvcError(f"--size {size}: the short side must be at least 8 pixels")
     target = resolve_device(device)
@@ -82,20 +99,25 @@ def build_segmenter(
             raise HvcError(
                 f"{checkpoint}: an exported artifact already fixes its features; drop --moco"
             )
+        if official_bn_drift:
+            raise HvcError(
+                f"{checkpoint}: an exported artifact already fixes its weights; "
+                "drop --official-bn-drift"
+            )
         encoder, manifest = load_backend(checkpoint, target)
         description = f"{manifest.format} {manifest.precision} artifact {checkpoint}"
         style = "" if manifest.parity.get("passed") else "[yellow]warning:[/] parity failed, "
     else:
-        loaded = load_encoder(checkpoint, moco)
+        loaded = load_encoder(checkpoint, moco, official_bn_drift)
         encoder, description = loaded.encoder, loaded.description
         style = "" if loaded.trained else "[yellow]warning:[/] "
     console.print(f"{style}encoder: {escape(description)}", highlight=False)
     console.print(
-        f"device: {target}, precision: {precision}, size: {size or 'native'}",
+        f"device: {target}, precision: {precision}, size: {size or 'native'}, mode: {mode}",
         highlight=False,
         markup=False,
     )
-    return Segmenter(encoder, config, target, precision, size)  # type: ignore[arg-type]
+    return Segmenter(encoder, config, target, precision, size, mode)  # type: ignore[arg-type]
 
 
 def make_config(context: int, topk: int, temperature: float, radius: float, pad: bool, soft: bool):
@@ -188,6 +210,8 @@ def run(
     radius: Radius = 12.0,
     pad_context: PadContext = True,
     soft_labels: SoftLabels = True,
+    mode: Mode = "fast",
+    official_bn_drift: OfficialBnDrift = False,
 ) -> None:
     """Segment VIDEO from the objects in MASK (first frame); writes palette PNGs and an overlay."""
     with user_errors():
@@ -210,7 +234,9 @@ def run(
             else Path("hvc_out") / (video.stem if video.is_file() else video.name)
         )
         config = make_config(context, topk, temperature, radius, pad_context, soft_labels)
-        segmenter = build_segmenter(checkpoint, moco, device, size, precision, config)
+        segmenter = build_segmenter(
+            checkpoint, moco, device, size, precision, config, mode, official_bn_drift
+        )
         _prepare_output(out, overwrite, RUN_OUTPUTS)
         with _progress(f"segmenting {video.name}", len(source)) as advance:
             overlay_path = out / "overlay.mp4" if overlay else None
@@ -242,6 +268,7 @@ def _summary_payload(
         "overlay": str(summary.overlay) if summary.overlay else None,
         "device": str(segmenter.device),
         "precision": segmenter.precision,
+        "mode": segmenter.mode,
         "size": segmenter.short_side,
         "propagation": cfg.__dict__,
     }
@@ -282,6 +309,8 @@ def evaluate_command(
     radius: Radius = 12.0,
     pad_context: PadContext = True,
     soft_labels: SoftLabels = True,
+    mode: Mode = "fast",
+    official_bn_drift: OfficialBnDrift = False,
 ) -> None:
     """Score RESULTS against DAVIS ground truth; writes the official CSV files into RESULTS."""
     with user_errors():
@@ -290,7 +319,9 @@ def evaluate_command(
         timing: dict[str, tuple[int, float]] = {}
         if run:
             config = make_config(context, topk, temperature, radius, pad_context, soft_labels)
-            segmenter = build_segmenter(checkpoint, moco, device, size, precision, config)
+            segmenter = build_segmenter(
+                checkpoint, moco, device, size, precision, config, mode, official_bn_drift
+            )
             _prepare_output(results, overwrite)
             for name in names:
                 source = ImageFolderSource(dataset.frames_dir(name))

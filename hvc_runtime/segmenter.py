@@ -19,7 +19,7 @@ from torch import nn
 
 from hvc_runtime.backends import EncoderBackend
 from hvc_runtime.encoders import InferenceEncoder
-from hvc_runtime.propagation import PropagationConfig, ReferencePropagator
+from hvc_runtime.propagation import PROPAGATORS, PropagationConfig
 
 Precision = Literal["fp32", "fp16", "bf16"]
 DTYPES: dict[str, torch.dtype] = {
@@ -34,7 +34,9 @@ class Segmenter:
     """Segment and track objects through a video from masks given at some frames.
 
     A mask given at frame t adds the ids it holds that are new (YouTube-VOS protocol); ids seen
-    before are ignored there. Ids 1..255 are objects, 0 is background.
+    before are ignored there. Ids 1..255 are objects, 0 is background. `mode` picks the
+    propagator: "fast" (local windows, the default) or "reference" (dense, official layout);
+    both give the same masks.
     """
 
     def __init__(
@@ -44,16 +46,20 @@ class Segmenter:
         device: str | torch.device = "cpu",
         precision: Precision = "fp32",
         short_side: int | None = None,
+        mode: str = "fast",
     ) -> None:
         if precision not in DTYPES:
             raise ValueError(f"precision must be one of {sorted(DTYPES)}, got {precision!r}")
+        if mode not in PROPAGATORS:
+            raise ValueError(f"mode must be one of {sorted(PROPAGATORS)}, got {mode!r}")
         self.device = torch.device(device)
         if isinstance(encoder, nn.Module):
             encoder = encoder.to(self.device).eval()
         self.encoder = encoder
         self.precision = precision
         self.short_side = short_side
-        self.propagator = ReferencePropagator(config)
+        self.mode = mode
+        self.propagator = PROPAGATORS[mode](config)
         self.reset()
 
     def reset(self) -> None:

@@ -25,11 +25,12 @@ class ReferenceMemory:
         self.labels[t] = labels
 
     def evict(self, t: int, context_size: int) -> None:
-        """Forget frames that can no longer enter the context of frame t + 1."""
-        for tau in [
-            tau for tau in self.features if t + 1 - tau > context_size and tau != self.frame
-        ]:
-            del self.features[tau], self.labels[tau]
+        """Forget frames that can no longer enter the context of frame t or later."""
+        for tau in [tau for tau in self.labels if t - tau > context_size and tau != self.frame]:
+            self._forget(tau)
+
+    def _forget(self, tau: int) -> None:
+        del self.features[tau], self.labels[tau]
 
     def grow_channels(self, total: int) -> None:
         """Zero-pad stored label maps when new object ids appear."""

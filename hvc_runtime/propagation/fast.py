@@ -1,0 +1,191 @@
+"""Fast label propagation: the reference's masks without the dense affinity.
+
+The reference scores every query against every cell of 51 context slots and ranks 327,420
+candidates per query at 480p. Most of that is thrown away: short-term slots only count inside
+the radius, and early in a video most slots are copies of the reference frame. Here
+
+- each unique context frame is scored once and a frame filling m short-term slots carries the
+  multiplicity m into the ranking: the joint top-k of the reference's duplicated layout is the
+  top-k of unique candidates, each repeated m times, cut at k;
+- short-term frames are scored only around each query: a tile of B×B queries against the
+  (B+2P)² key cells around it in every frame at once (`slots.SlotMemory` makes that a strided
+  view), masked to each query's disk; the long-term slot is scored over the whole frame;
+- the two top-k lists are merged into the joint top-k.
+
+Scores are rounded in the same dtype as the reference's, so only exact ties can be ordered
+differently. Plain PyTorch: it runs wherever PyTorch does, CPU included.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import torch
+import torch.nn.functional as F
+
+from hvc_runtime.propagation.config import PropagationConfig
+from hvc_runtime.propagation.numerics import half_aware_matmul
+from hvc_runtime.propagation.online import OnlinePropagator
+from hvc_runtime.propagation.slots import SlotMemory
+from hvc_runtime.propagation.window import TileWindows, tile_windows
+
+_CHUNK_BYTES = 128 * 2**20
+DEFAULT_TILE = 8
+
+
+class FastPropagator(OnlinePropagator):
+    """Local-window, deduplicated top-k propagation; same semantics as `ReferencePropagator`."""
+
+    def __init__(self, config: PropagationConfig = PropagationConfig(), tile: int = DEFAULT_TILE):
+        if tile < 1:
+            raise ValueError(f"tile must be >= 1, got {tile}")
+        self.tile = tile
+        super().__init__(config)
+
+    def reset(self) -> None:
+        super().reset()
+        self._windows: TileWindows | None = None
+
+    def _new_memory(self, frame: int, channels: torch.Tensor) -> SlotMemory:
+        if self._windows is None:
+            height, width = self.grid
+            self._windows = tile_windows(
+                height, width, self.config.radius, self.tile, channels.device
+            )
+        capacity = max(1, self.config.context_size)
+        return SlotMemory(frame, channels, windows=self._windows, capacity=capacity)
+
+    def _predict(self, ref: SlotMemory, query: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
+        positions = query.shape[1]
+        slots = cfg.context_indices(ref.frame, self.t)
+        k = min(cfg.topk, len(slots) * positions)
+        values, cells = long_term_topk(query, ref.features[ref.frame], k)
+        allocated = ref.slots.shape[2]
+        frame_in_slot = {slot: frame for frame, slot in ref.slot_of.items()}
+        counts = Counter(slots[1:])
+        multiplicity = torch.tensor(
+            [counts.get(frame_in_slot.get(s, -1), 0) for s in range(allocated)],
+            device=query.device,
+        )
+        if counts:
+            local_values, local_cells = windowed_topk(
+                query, ref.slots, multiplicity, self._windows, k
+            )
+            values = torch.cat([values, local_values], 1)
+            cells = torch.cat([cells, local_cells + positions], 1)  # after the long-term frame
+            values, pick = values.topk(k, dim=1)
+            cells = cells.gather(1, pick)
+        weights = torch.softmax((values / cfg.temperature).float(), dim=-1)
+        empty = torch.zeros_like(ref.labels[ref.frame])
+        by_slot = [
+            ref.labels[frame_in_slot[s]] if s in frame_in_slot else empty for s in range(allocated)
+        ]
+        labels = torch.cat([ref.labels[ref.frame], *by_slot], dim=1)
+        return weighted_labels(labels, cells, weights)
+
+
+def long_term_topk(query: torch.Tensor, keys: torch.Tensor, k: int):
+    """Top-k scores [hw, k'] and key cells of every query against a whole frame ([D, hw] each)."""
+    positions = query.shape[1]
+    k = min(k, keys.shape[1])
+    chunk = max(1, _CHUNK_BYTES // (keys.shape[1] * query.element_size()))
+    values, cells = [], []
+    for start in range(0, positions, chunk):
+        top = half_aware_matmul(query[:, start : start + chunk].T, keys).topk(k, dim=1)
+        values.append(top.values)
+        cells.append(top.indices)
+    return torch.cat(values), torch.cat(cells)
+
+
+def windowed_topk(
+    query: torch.Tensor,
+    slots: torch.Tensor,
+    multiplicity: torch.Tensor,
+    windows: TileWindows,
+    k: int,
+):
+    """Joint top-k over the short-term slots inside each query's window, duplicates expanded.
+
+    query: [D, hw]; slots: [Hk, Wk, U, D] (`SlotMemory`); multiplicity: [U], how many
+    short-term slots of the official layout each stored frame fills (0: not in the context).
+    Returns values [hw, k] and flat indices slot·hw + cell. Keys outside the window or the grid
+    score -inf; they only surface when fewer than k real candidates exist, and then weigh
+    nothing, as the reference's -1e10 entries.
+    """
+    dim, positions = query.shape
+    height, width, tile = windows.height, windows.width, windows.tile
+    _, key_w, frames, _ = slots.shape
+    side = tile + 2 * windows.margin
+    query_h, query_w = windows.padded_query_shape
+    grid = F.pad(query.view(dim, height, width), (0, query_w - width, 0, query_h - height))
+    tiles = (
+        grid.view(dim, query_h // tile, tile, query_w // tile, tile)
+        .permute(1, 3, 0, 2, 4)
+        .reshape(windows.num_tiles, dim, tile * tile)
+    )
+    absent = (multiplicity == 0)[None, :, None]
+    any_absent = bool(absent.any())
+    cells = side * side
+    unique_k = min(k, cells * frames)
+    cells_k = min(k, cells)
+    values = slots.new_empty(windows.num_tiles, unique_k, tile * tile)
+    index = torch.empty(values.shape, dtype=torch.long, device=slots.device)
+    row_stride, frame_stride = key_w * frames * dim, dim
+    tiles_x = query_w // tile
+    for number in range(windows.num_tiles):
+        ty, tx = divmod(number, tiles_x)
+        region = slots.as_strided(
+            (side, side * frames, dim),
+            (row_stride, frame_stride, 1),
+            slots.storage_offset() + (ty * tile * key_w + tx * tile) * frames * dim,
+        )
+        # key-row/query-row pairs outside every disk are not computed: whatever those entries
+        # hold is masked with `outside` before it can be selected
+        scores = region.new_empty(side, side * frames, tile * tile, dtype=query.dtype)
+        for a0, a1, q0, q1 in windows.row_bands:
+            scores[a0:a1, :, q0:q1] = half_aware_matmul(region[a0:a1], tiles[number][:, q0:q1])
+        scores = scores.view(cells, frames, -1)
+        if any_absent:
+            scores.masked_fill_(absent, float("-inf"))
+        # two-stage top-k: only the k window cells with the best score over all frames can
+        # hold a top-k candidate, so rank cells first, then the frames of those cells
+        outside = windows.outside[number]
+        best = scores.amax(1).masked_fill_(outside, float("-inf"))
+        top_cells = best.topk(cells_k, dim=0).indices  # [cells_k, B²]
+        picked = scores.gather(0, top_cells[:, None, :].expand(-1, frames, -1))
+        picked.masked_fill_(outside.gather(0, top_cells)[:, None, :], float("-inf"))
+        top = picked.view(-1, tile * tile).topk(unique_k, dim=0)
+        window_cell = top_cells.gather(0, top.indices // frames)
+        values[number] = top.values
+        index[number] = window_cell * frames + top.indices % frames
+    slot = windows.query_slot
+    values = values.permute(0, 2, 1).reshape(-1, unique_k)[slot]  # [hw, k], sorted
+    index = index.permute(0, 2, 1).reshape(-1, unique_k)[slot]
+    frame, window_cell = index % frames, index // frames
+    tile_of_query = slot // (tile * tile)
+    cell = windows.key_cell[tile_of_query[:, None], window_cell]
+    return expand_multiplicity(values, frame * positions + cell, multiplicity[frame], k)
+
+
+def expand_multiplicity(
+    values: torch.Tensor, flat: torch.Tensor, multiplicity: torch.Tensor, k: int
+):
+    """Repeat each sorted candidate by its multiplicity and keep the first k ([hw, k'] each)."""
+    ends = multiplicity.cumsum(1)  # candidate i covers ranks [ends[i-1], ends[i])
+    rank = torch.arange(k, device=values.device).expand(values.shape[0], -1).contiguous()
+    source = torch.searchsorted(ends, rank, right=True)
+    beyond = source >= values.shape[1]
+    source = source.clamp(max=values.shape[1] - 1)
+    return values.gather(1, source).masked_fill(beyond, float("-inf")), flat.gather(1, source)
+
+
+def weighted_labels(labels: torch.Tensor, flat: torch.Tensor, weights: torch.Tensor):
+    """Σ_k weight·label over the chosen candidates; labels [C, N], flat/weights [hw, k] → [C, hw]."""
+    positions, k = flat.shape
+    chunk = max(1, _CHUNK_BYTES // (max(labels.shape[0], 1) * k * 4))
+    out = torch.empty(labels.shape[0], positions, dtype=torch.float32, device=labels.device)
+    for start in range(0, positions, chunk):
+        stop = start + chunk
+        out[:, start:stop] = (labels[:, flat[start:stop]] * weights[start:stop]).sum(-1)
+    return out

@@ -1,0 +1,108 @@
+"""Local-window geometry: the official radius test, and query tiles with the key cells they see.
+
+The fast propagator scores a tile of B×B query cells against the (B+2P)×(B+2P) key cells around
+it (P = the largest offset inside the radius) with one matrix product, then masks what lies
+outside each query's disk or outside the grid. No hw×hw mask is ever built.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+
+def within_radius(dy: torch.Tensor, dx: torch.Tensor, radius: float) -> torch.Tensor:
+    """The official window test: Euclidean distance in cells strictly below the radius."""
+    return (dy**2 + dx**2).double().sqrt() < radius
+
+
+def max_offset(radius: float) -> int:
+    """Largest per-axis offset a key cell can have and still be inside the radius."""
+    return max(0, math.ceil(radius) - 1)
+
+
+@dataclass(frozen=True)
+class TileWindows:
+    """Index tensors for scoring a grid tile by tile (T tiles of B² queries, S keys each)."""
+
+    height: int
+    width: int
+    tile: int
+    margin: int
+    padded_key_shape: tuple[int, int]  # the key grid zero-padded by `margin` (and to whole tiles)
+    padded_query_shape: tuple[int, int]
+    key_index: torch.Tensor  # [T, S] flat index into the padded key grid
+    key_cell: torch.Tensor  # [T, S] flat index into the real grid (0 outside it)
+    outside: torch.Tensor  # [T, S, B²] key outside the grid or outside the query's disk
+    query_slot: torch.Tensor  # [h*w] row of each real cell in the [T*B²] tile-major order
+    row_bands: tuple[tuple[int, int, int, int], ...]  # (key rows a0:a1, query columns q0:q1)
+
+    @property
+    def num_tiles(self) -> int:
+        return self.key_index.shape[0]
+
+    @property
+    def keys_per_tile(self) -> int:
+        return self.key_index.shape[1]
+
+
+def tile_windows(
+    height: int, width: int, radius: float, tile: int, device: torch.device
+) -> TileWindows:
+    margin = max_offset(radius)
+    tiles_y, tiles_x = -(-height // tile), -(-width // tile)
+    side = tile + 2 * margin
+    key_h, key_w = tiles_y * tile + 2 * margin, tiles_x * tile + 2 * margin
+    ty = torch.arange(tiles_y, device=device).repeat_interleave(tiles_x)  # [T]
+    tx = torch.arange(tiles_x, device=device).repeat(tiles_y)
+    a = torch.arange(side, device=device).repeat_interleave(side)  # [S] row inside the window
+    b = torch.arange(side, device=device).repeat(side)
+    key_y = ty[:, None] * tile + a[None]  # padded coordinates [T, S]
+    key_x = tx[:, None] * tile + b[None]
+    key_index = key_y * key_w + key_x
+    real_y, real_x = key_y - margin, key_x - margin
+    inside = (real_y >= 0) & (real_y < height) & (real_x >= 0) & (real_x < width)
+    key_cell = torch.where(inside, real_y * width + real_x, 0)
+    i = torch.arange(tile, device=device).repeat_interleave(tile)  # [B²] query row in the tile
+    j = torch.arange(tile, device=device).repeat(tile)
+    disk = within_radius(
+        a[None] - margin - i[:, None], b[None] - margin - j[:, None], radius
+    )  # [B², S], the same for every tile
+    outside = (~(disk[None] & inside[:, None, :])).transpose(1, 2).contiguous()
+    ys = torch.arange(height, device=device).repeat_interleave(width)
+    xs = torch.arange(width, device=device).repeat(height)
+    tile_of_cell = (ys // tile) * tiles_x + xs // tile
+    query_slot = tile_of_cell * tile * tile + (ys % tile) * tile + xs % tile
+    return TileWindows(
+        height,
+        width,
+        tile,
+        margin,
+        (key_h, key_w),
+        (tiles_y * tile, tiles_x * tile),
+        key_index,
+        key_cell,
+        outside,
+        query_slot,
+        row_bands(tile, margin),
+    )
+
+
+def row_bands(tile: int, margin: int) -> tuple[tuple[int, int, int, int], ...]:
+    """Which query rows of a tile each window key row can reach, grouped into bands.
+
+    Key row a (0 ≤ a < B+2P) is within P rows of query rows max(0, a-2P)..min(B-1, a) only;
+    scoring each band of key rows against just those query rows (a contiguous block of the
+    tile's B² columns) skips the key-row/query-row pairs that lie outside every disk.
+    """
+    bands: list[list[int]] = []
+    for a in range(tile + 2 * margin):
+        lo, hi = max(0, a - 2 * margin), min(tile - 1, a)
+        columns = [lo * tile, (hi + 1) * tile]
+        if bands and bands[-1][2:] == columns and bands[-1][1] == a:
+            bands[-1][1] = a + 1
+        else:
+            bands.append([a, a + 1, *columns])
+    return tuple(tuple(band) for band in bands)

@@ -1,0 +1,117 @@
+"""The fast propagator against the reference on generated features: the same soft labels."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hvc_runtime.propagation import FastPropagator, PropagationConfig, ReferencePropagator
+from hvc_runtime.propagation.fast import expand_multiplicity
+
+
+def drifting_features(frames, dim, height, width, seed, dtype=torch.float32):
+    """Unit features of a slowly changing scene, so neighbours compete inside the windows."""
+    generator = torch.Generator().manual_seed(seed)
+    scene = torch.randn(dim, height, width, generator=generator)
+    clip = []
+    for _ in range(frames):
+        scene = scene + 0.3 * torch.randn(dim, height, width, generator=generator)
+        clip.append(F.normalize(scene, dim=0).to(dtype))
+    return clip
+
+
+def blobs(ids, height, width, seed):
+    """Soft label maps of `ids` rectangles over a background channel (first frame style)."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.zeros(ids, height, width)
+    for channel in range(ids):
+        y, x = torch.randint(0, height, (2,), generator=generator).tolist()
+        labels[channel, y : y + 4, x : x + 6] = 1.0
+    return labels
+
+
+def run(propagator, features, given):
+    return [propagator.step(f, given.get(t)) for t, f in enumerate(features)]
+
+
+def assert_same(reference, fast, atol=1e-5):
+    for t, (r, f) in enumerate(zip(reference, fast, strict=True)):
+        torch.testing.assert_close(f, r, atol=atol, rtol=0, msg=f"frame {t}")
+        assert torch.equal(f.argmax(0), r.argmax(0)), f"frame {t}"
+
+
+@pytest.mark.parametrize(
+    ("cfg", "grid", "frames", "tile"),
+    [
+        # official settings through the duplicated early context into a full one
+        (PropagationConfig(), (18, 27), 56, 8),
+        (PropagationConfig(context_size=6, topk=5, radius=2.5), (11, 13), 12, 3),
+        (PropagationConfig(context_size=4, radius=4, pad_context=False), (9, 20), 10, 1),
+        (PropagationConfig(context_size=5, topk=15, radius=1.0), (2, 3), 8, 8),  # hw < k
+        (PropagationConfig(context_size=0), (10, 12), 5, 4),
+        (PropagationConfig(context_size=3, soft_labels=False), (12, 16), 8, 5),
+    ],
+)
+def test_fast_equals_reference(cfg, grid, frames, tile):
+    height, width = grid
+    features = drifting_features(frames, 16, height, width, seed=frames)
+    background = torch.ones(1, height, width)
+    objects = blobs(2, height, width, seed=1)
+    first = torch.cat([(background - objects.sum(0)).clamp(min=0), objects])
+    given = {0: first}
+    reference = run(ReferencePropagator(cfg), features, given)
+    fast = run(FastPropagator(cfg, tile=tile), features, given)
+    assert_same(reference, fast)
+
+
+def test_late_objects_and_more_than_20_ids_match():
+    cfg = PropagationConfig(context_size=8)
+    height, width = 16, 24
+    features = drifting_features(14, 16, height, width, seed=2)
+    first = blobs(25, height, width, seed=3)
+    given = {0: first, 4: blobs(3, height, width, seed=4), 9: blobs(1, height, width, seed=5)}
+    reference_prop, fast_prop = ReferencePropagator(cfg), FastPropagator(cfg, tile=6)
+    assert_same(run(reference_prop, features, given), run(fast_prop, features, given))
+    assert len(fast_prop.references) == 3
+    assert fast_prop.num_channels == 29
+
+
+# bf16 keeps 8 mantissa bits: many scores tie exactly, and tie order is free in both top-ks
+@pytest.mark.parametrize(("dtype", "minimum"), [(torch.float16, 0.995), (torch.bfloat16, 0.97)])
+def test_half_precision_matches_the_reference(dtype, minimum):
+    cfg = PropagationConfig(context_size=10)
+    height, width = 16, 24
+    features = drifting_features(14, 32, height, width, seed=6, dtype=dtype)
+    given = {0: blobs(3, height, width, seed=7)}
+    reference = run(ReferencePropagator(cfg), features, given)
+    fast = run(FastPropagator(cfg), features, given)
+    # scores round to the same dtype, but the two matrix products may sum in another order:
+    # one-ulp score differences move soft labels a little and argmax almost never
+    agreement = torch.stack(
+        [(r.argmax(0) == f.argmax(0)).float().mean() for r, f in zip(reference, fast, strict=True)]
+    )
+    assert agreement.mean() >= minimum
+
+
+def test_memory_holds_at_most_the_context():
+    cfg = PropagationConfig(context_size=5)
+    features = drifting_features(30, 8, 6, 7, seed=8)
+    prop = FastPropagator(cfg)
+    for t, f in enumerate(features):
+        prop.step(f, torch.ones(1, 6, 7) if t == 0 else None)
+        memory = prop.references[0]
+        assert len(memory.labels) <= cfg.context_size + 1
+        assert memory.slots.shape[2] <= cfg.context_size
+        assert set(memory.features) == {0}  # only the long-term frame is kept unpadded
+
+
+def test_expand_multiplicity_repeats_candidates_in_rank_order():
+    values = torch.tensor([[0.9, 0.8, 0.7, 0.1]])
+    flat = torch.tensor([[10, 11, 12, 13]])
+    multiplicity = torch.tensor([[2, 0, 3, 1]])
+    got_values, got_flat = expand_multiplicity(values, flat, multiplicity, 5)
+    torch.testing.assert_close(got_values, torch.tensor([[0.9, 0.9, 0.7, 0.7, 0.7]]))
+    assert got_flat.tolist() == [[10, 10, 12, 12, 12]]
+    short_values, _ = expand_multiplicity(values, flat, multiplicity, 8)
+    assert short_values[0, -1] == float("-inf")  # only 6 candidates exist
