@@ -16,7 +16,12 @@ from hvc_runtime.checkpoints import random_encoder
 from hvc_runtime.encoders import feature_size
 from hvc_runtime.io.frames import FrameSource, ImageFolderSource
 from hvc_runtime.pipeline import segment_video
-from hvc_runtime.propagation import PROPAGATORS, OnlinePropagator, PropagationConfig, ReferencePropagator
+from hvc_runtime.propagation import (
+    PROPAGATORS,
+    OnlinePropagator,
+    PropagationConfig,
+    ReferencePropagator,
+)
 from hvc_runtime.segmenter import Segmenter
 
 SIZES = {"480p": (480, 854), "720p": (720, 1280), "1080p": (1080, 1920)}

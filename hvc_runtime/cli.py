@@ -19,7 +19,14 @@ from rich.table import Table
 
 from hvc_runtime.artifacts import manifest_path
 from hvc_runtime.atomic import atomic_path
-from hvc_runtime.backends import load_backend
+from hvc_runtime.backends import (
+    ARTIFACT_BACKENDS,
+    BACKENDS,
+    TORCH_BACKENDS,
+    EncoderBackend,
+    load_backend,
+)
+from hvc_runtime.backends.torch_module import TorchBackend
 from hvc_runtime.checkpoints import load_encoder
 from hvc_runtime.davis.dataset import DavisDataset
 from hvc_runtime.davis.evaluation import Evaluation, evaluate
@@ -29,8 +36,9 @@ from hvc_runtime.errors import HvcError
 from hvc_runtime.io.frames import ImageFolderSource, open_frames
 from hvc_runtime.io.masks import read_mask
 from hvc_runtime.pipeline import SegmentationSummary, segment_video
+from hvc_runtime.precision import DTYPES
 from hvc_runtime.propagation import PROPAGATORS, PropagationConfig
-from hvc_runtime.segmenter import DTYPES, Segmenter
+from hvc_runtime.segmenter import Segmenter
 from hvc_runtime.terminal import console, user_errors
 
 run_app = typer.Typer(add_completion=False, help="Segment and track objects through a video.")
@@ -68,6 +76,13 @@ Mode = Annotated[
         help="Propagation: fast (local windows) or reference (dense official layout); same masks."
     ),
 ]
+Backend = Annotated[
+    str,
+    typer.Option(
+        help="Encoder runtime: auto, torch, torch-compile (checkpoints), or torchscript, "
+        "onnxruntime, tensorrt (exported artifacts; auto reads the artifact's manifest)."
+    ),
+]
 OfficialBnDrift = Annotated[
     bool,
     typer.Option(
@@ -86,30 +101,31 @@ def build_segmenter(
     config: PropagationConfig,
     mode: str = "fast",
     official_bn_drift: bool = False,
+    backend: str = "auto",
 ) -> Segmenter:
     if precision not in DTYPES:
         raise HvcError(f"--precision {precision}: choose one of {', '.join(DTYPES)}")
     if mode not in PROPAGATORS:
         raise HvcError(f"--mode {mode}: choose one of {', '.join(PROPAGATORS)}")
+    if backend not in BACKENDS:
+        raise HvcError(f"--backend {backend}: choose one of {', '.join(BACKENDS)}")
     if size is not None and size < 8:
         raise HvcError(f"--size {size}: the short side must be at least 8 pixels")
     target = resolve_device(device)
     if checkpoint is not None and manifest_path(checkpoint).is_file():
-        if moco is not None:
-            raise HvcError(
-                f"{checkpoint}: an exported artifact already fixes its features; drop --moco"
-            )
-        if official_bn_drift:
-            raise HvcError(
-                f"{checkpoint}: an exported artifact already fixes its weights; "
-                "drop --official-bn-drift"
-            )
-        encoder, manifest = load_backend(checkpoint, target)
-        description = f"{manifest.format} {manifest.precision} artifact {checkpoint}"
-        style = "" if manifest.parity.get("passed") else "[yellow]warning:[/] parity failed, "
+        encoder, description, style = _artifact_encoder(
+            checkpoint, moco, official_bn_drift, backend, target
+        )
     else:
+        if backend not in ("auto", *TORCH_BACKENDS):
+            raise HvcError(
+                f"--backend {backend} runs an exported encoder: export one with hvc-export "
+                "and pass it as --checkpoint"
+            )
         loaded = load_encoder(checkpoint, moco, official_bn_drift)
-        encoder, description = loaded.encoder, loaded.description
+        compiled = backend == "torch-compile"
+        encoder = TorchBackend(loaded.encoder, target, precision, compile=compiled)
+        description = loaded.description + (" (torch.compile)" if compiled else "")
         style = "" if loaded.trained else "[yellow]warning:[/] "
     console.print(f"{style}encoder: {escape(description)}", highlight=False)
     console.print(
@@ -118,6 +134,25 @@ def build_segmenter(
         markup=False,
     )
     return Segmenter(encoder, config, target, precision, size, mode)  # type: ignore[arg-type]
+
+
+def _artifact_encoder(
+    artifact: Path, moco: Path | None, official_bn_drift: bool, backend: str, target
+) -> tuple[EncoderBackend, str, str]:
+    """An exported encoder; its manifest picks the runtime, which --backend may only confirm."""
+    if moco is not None:
+        raise HvcError(f"{artifact}: an exported artifact already fixes its features; drop --moco")
+    if official_bn_drift:
+        raise HvcError(
+            f"{artifact}: an exported artifact already fixes its weights; drop --official-bn-drift"
+        )
+    encoder, manifest = load_backend(artifact, target)
+    runtime = ARTIFACT_BACKENDS[manifest.format]
+    if backend not in ("auto", runtime):
+        raise HvcError(f"{artifact}: a {manifest.format} artifact runs on {runtime}, not {backend}")
+    description = f"{manifest.format} {manifest.precision} artifact {artifact} on {runtime}"
+    style = "" if manifest.parity.get("passed") else "[yellow]warning:[/] parity failed, "
+    return encoder, description, style
 
 
 def make_config(context: int, topk: int, temperature: float, radius: float, pad: bool, soft: bool):
@@ -211,6 +246,7 @@ def run(
     pad_context: PadContext = True,
     soft_labels: SoftLabels = True,
     mode: Mode = "fast",
+    backend: Backend = "auto",
     official_bn_drift: OfficialBnDrift = False,
 ) -> None:
     """Segment VIDEO from the objects in MASK (first frame); writes palette PNGs and an overlay."""
@@ -235,7 +271,7 @@ def run(
         )
         config = make_config(context, topk, temperature, radius, pad_context, soft_labels)
         segmenter = build_segmenter(
-            checkpoint, moco, device, size, precision, config, mode, official_bn_drift
+            checkpoint, moco, device, size, precision, config, mode, official_bn_drift, backend
         )
         _prepare_output(out, overwrite, RUN_OUTPUTS)
         with _progress(f"segmenting {video.name}", len(source)) as advance:
@@ -310,6 +346,7 @@ def evaluate_command(
     pad_context: PadContext = True,
     soft_labels: SoftLabels = True,
     mode: Mode = "fast",
+    backend: Backend = "auto",
     official_bn_drift: OfficialBnDrift = False,
 ) -> None:
     """Score RESULTS against DAVIS ground truth; writes the official CSV files into RESULTS."""
@@ -320,7 +357,7 @@ def evaluate_command(
         if run:
             config = make_config(context, topk, temperature, radius, pad_context, soft_labels)
             segmenter = build_segmenter(
-                checkpoint, moco, device, size, precision, config, mode, official_bn_drift
+                checkpoint, moco, device, size, precision, config, mode, official_bn_drift, backend
             )
             _prepare_output(results, overwrite)
             for name in names:

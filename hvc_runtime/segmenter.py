@@ -10,23 +10,17 @@ the frame with bilinear, align_corners=True interpolation.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from hvc_runtime.backends import EncoderBackend
+from hvc_runtime.backends.torch_module import TorchBackend
 from hvc_runtime.encoders import InferenceEncoder
+from hvc_runtime.precision import DTYPES, Precision
 from hvc_runtime.propagation import PROPAGATORS, PropagationConfig
 
-Precision = Literal["fp32", "fp16", "bf16"]
-DTYPES: dict[str, torch.dtype] = {
-    "fp32": torch.float32,
-    "fp16": torch.float16,
-    "bf16": torch.bfloat16,
-}
 _CHANNEL_GROUP = 16  # channels resampled at once, so 255 objects at 1080p stay within memory
 
 
@@ -54,7 +48,7 @@ class Segmenter:
             raise ValueError(f"mode must be one of {sorted(PROPAGATORS)}, got {mode!r}")
         self.device = torch.device(device)
         if isinstance(encoder, nn.Module):
-            encoder = encoder.to(self.device).eval()
+            encoder = TorchBackend(encoder, self.device, precision)
         self.encoder = encoder
         self.precision = precision
         self.short_side = short_side
@@ -83,10 +77,8 @@ class Segmenter:
             rgb = F.interpolate(
                 rgb, size=size, mode="bilinear", align_corners=False, antialias=True
             )
-        dtype = DTYPES[self.precision]
-        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32):
-            features = self.encoder(rgb)[0]
-        return features.to(dtype)
+        features = self.encoder(rgb)[0]
+        return features.to(DTYPES[self.precision])
 
     @torch.inference_mode()
     def step(self, frame: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:

@@ -91,6 +91,36 @@ def test_moco_fusion_gives_1280_d_weighted_features(tmp_path):
     torch.testing.assert_close(out[:, :256], expected_hvc, atol=1e-5, rtol=1e-4)
 
 
+def test_official_bn_drift_replays_the_official_dims_probe(tmp_path):
+    """The official loader runs a 256×256 zero image through the trunk in training mode; the
+    option reproduces the BatchNorm statistics that leaves, and only when asked."""
+    state = official_r18_state()
+    for key, value in state.items():  # trained-looking statistics, so the step is visible
+        if key.endswith(("running_mean", "running_var")):
+            value.copy_(torch.rand_like(value) + 0.5)
+    torch.save(state, tmp_path / "hvc.pth")
+    official = resnet18(weights=None)
+    official.load_state_dict(state)
+    for module in official.layer3.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            module.stride = (1, 1)
+    trunk = torch.nn.Sequential(*list(official.children())[:7]).train()  # conv1 … layer3
+    with torch.no_grad():
+        trunk(torch.zeros(1, 3, 256, 256))
+    expected = {
+        k: v
+        for k, v in official.state_dict().items()
+        if k.startswith(("bn1", "layer1", "layer2", "layer3"))
+    }
+    drifted = load_encoder(tmp_path / "hvc.pth", official_bn_drift=True).encoder.backbone
+    for key in ("bn1.running_var", "layer1.0.bn2.running_mean", "layer3.1.bn2.running_var"):
+        torch.testing.assert_close(drifted.state_dict()[key], expected[key])
+        assert not torch.allclose(expected[key], state[key])
+    plain = load_encoder(tmp_path / "hvc.pth").encoder.backbone
+    torch.testing.assert_close(plain.state_dict()["bn1.running_var"], state["bn1.running_var"])
+    assert not drifted.training
+
+
 def test_wrong_architecture_names_the_keys(tmp_path):
     torch.save(resnet50(weights=None).state_dict(), tmp_path / "r50.pth")
     with pytest.raises(

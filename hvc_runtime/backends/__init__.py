@@ -13,6 +13,11 @@ import torch
 from hvc_runtime.artifacts import Manifest, read_manifest
 from hvc_runtime.errors import HvcError
 
+# `hvc-run --backend` names: PyTorch runs a checkpoint; the others run an exported artifact
+TORCH_BACKENDS = ("torch", "torch-compile")
+ARTIFACT_BACKENDS = {"torchscript": "torchscript", "onnx": "onnxruntime", "trt": "tensorrt"}
+BACKENDS = ("auto", *TORCH_BACKENDS, *ARTIFACT_BACKENDS.values())
+
 
 class EncoderBackend(Protocol):
     feature_dim: int
