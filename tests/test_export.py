@@ -189,9 +189,21 @@ def test_hvc_run_uses_an_artifact_by_its_manifest(clip, tmp_path):  # noqa: F811
             run_app, [str(video), str(mask), "--out", str(tmp_path / name), "--no-overlay", *extra]
         )
         assert result.exit_code == 0, result.stderr
-    assert "onnx fp32 artifact" in result.stderr
+    assert "onnx fp32 artifact" in result.stderr and "on onnxruntime" in result.stderr
     for png in sorted((tmp_path / "torch" / "masks").glob("*.png")):
         assert np.array_equal(read_mask(png), read_mask(tmp_path / "onnx" / "masks" / png.name))
+    refusals = {
+        "a onnx artifact runs on onnxruntime, not tensorrt": ["--checkpoint", str(out)],
+        "--backend onnxruntime runs an exported encoder": [],
+    }
+    for message, extra in refusals.items():
+        backend = "tensorrt" if extra else "onnxruntime"
+        result = runner.invoke(
+            run_app,
+            [str(video), str(mask), "--out", str(tmp_path / "x"), "--backend", backend, *extra],
+        )
+        assert result.exit_code == 1 and message in result.stderr, result.stderr
+        assert not (tmp_path / "x").exists()
 
 
 def test_tensorrt_engine_round_trip(tmp_path):

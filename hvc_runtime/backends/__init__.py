@@ -25,9 +25,9 @@ class EncoderBackend(Protocol):
     def __call__(self, frames: torch.Tensor) -> torch.Tensor: ...
 
 
-def load_backend(artifact: Path, device: torch.device) -> tuple[EncoderBackend, Manifest]:
+def load_backend(artifact: Path, device: torch.device | str) -> tuple[EncoderBackend, Manifest]:
     """The runtime for an exported encoder, chosen by its manifest."""
-    artifact = Path(artifact)
+    artifact, device = Path(artifact), torch.device(device)
     if not artifact.exists():
         raise HvcError(f"{artifact}: artifact not found")
     manifest = read_manifest(artifact)
