@@ -15,6 +15,7 @@ import numpy as np
 
 from hvc_runtime.errors import HvcError
 from hvc_runtime.io.frames import FrameSource
+from hvc_runtime.io.prefetch import prefetch
 from hvc_runtime.io.writers import BackgroundWorker, MaskFolderWriter, OverlayVideoWriter
 from hvc_runtime.segmenter import Segmenter
 
@@ -54,11 +55,12 @@ def segment_video(
     start = time.perf_counter()
     count = 0
     try:
-        for frame in source:
+        pin = segmenter.device.type == "cuda"
+        for frame in prefetch(source, pin_memory=pin):
             mask = masks.get(frame.index)
             if count == 0 and mask is None:
                 raise HvcError(f"{source.path}: no mask for the first frame '{frame.name}'")
-            ids = segmenter.step(frame.rgb, mask)
+            ids = segmenter.step(frame.pinned if frame.pinned is not None else frame.rgb, mask)
             mask_writer.write(frame.name, ids)
             if video_writer is not None:
                 video_writer.write(frame.rgb, ids)

@@ -67,9 +67,13 @@ class Segmenter:
         return [i for i in self.ids if i != 0]
 
     @torch.inference_mode()
-    def encode(self, frame: np.ndarray) -> torch.Tensor:
-        """H×W×3 uint8 RGB → [D, h, w] features in the propagation dtype."""
-        rgb = torch.from_numpy(np.ascontiguousarray(frame)).to(self.device)
+    def encode(self, frame: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """H×W×3 uint8 RGB → [D, h, w] features in the propagation dtype.
+
+        A pinned uint8 tensor uploads asynchronously; a numpy array is copied as usual."""
+        if isinstance(frame, np.ndarray):
+            frame = torch.from_numpy(np.ascontiguousarray(frame))
+        rgb = frame.to(self.device, non_blocking=True)
         rgb = rgb.permute(2, 0, 1)[None].float().div_(255)
         if self.short_side is not None:
             scale = self.short_side / min(rgb.shape[-2:])
@@ -81,8 +85,8 @@ class Segmenter:
         return features.to(DTYPES[self.precision])
 
     @torch.inference_mode()
-    def step(self, frame: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-        """Segment the next frame; returns an H×W uint8 id map."""
+    def step(self, frame: np.ndarray | torch.Tensor, mask: np.ndarray | None = None) -> np.ndarray:
+        """Segment the next frame (H×W×3 uint8 RGB); returns an H×W uint8 id map."""
         if frame.ndim != 3 or frame.shape[2] != 3:
             raise ValueError(f"frame must be H×W×3 RGB, got shape {frame.shape}")
         height, width = frame.shape[:2]

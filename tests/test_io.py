@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import threading
+
 import cv2
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from hvc_runtime.errors import HvcError
 from hvc_runtime.io.frames import ImageFolderSource, VideoFileSource, open_frames
 from hvc_runtime.io.masks import davis_palette, read_mask, write_palette_png
+from hvc_runtime.io.prefetch import prefetch
 from hvc_runtime.io.writers import BackgroundWorker, MaskFolderWriter, OverlayVideoWriter
 from tests.conftest import DAVIS2016, SHARED_DATA, smooth_texture
 
@@ -132,3 +136,35 @@ def test_writer_errors_reach_the_caller(tmp_path):
         worker.close()
     masks.abort()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_prefetch_keeps_order_and_raises_at_the_broken_frame(tmp_path):
+    for index in range(6):
+        Image.fromarray(smooth_texture(16, 24, seed=index)).save(tmp_path / f"{index:05d}.png")
+    source = ImageFolderSource(tmp_path)
+    direct = [frame.rgb for frame in source]
+    ahead = list(prefetch(source, depth=2))
+    assert [frame.index for frame in ahead] == list(range(6))
+    assert all(np.array_equal(a.rgb, b) for a, b in zip(ahead, direct, strict=True))
+    (tmp_path / "00003.png").write_bytes(b"not a png")
+    seen = []
+    with pytest.raises(HvcError, match=r"00003\.png"):
+        for frame in prefetch(source, depth=2):
+            seen.append(frame.index)
+    assert seen == [0, 1, 2]
+
+
+def test_prefetch_stops_its_reader_when_the_consumer_stops(tmp_path):
+    for index in range(20):
+        Image.fromarray(smooth_texture(16, 24, seed=index)).save(tmp_path / f"{index:05d}.png")
+    frames = prefetch(ImageFolderSource(tmp_path), depth=1)
+    assert next(frames).index == 0
+    frames.close()
+    assert not any(t.name == "hvc-decoder" for t in threading.enumerate())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="pinned memory needs a CUDA device")
+def test_prefetch_pins_frames_for_cuda(tmp_path):
+    Image.fromarray(smooth_texture(16, 24)).save(tmp_path / "00000.png")
+    (frame,) = prefetch(ImageFolderSource(tmp_path), pin_memory=True)
+    assert frame.pinned.is_pinned() and np.array_equal(frame.pinned.numpy(), frame.rgb)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 from PIL import Image, UnidentifiedImageError
 
 from hvc_runtime.errors import HvcError
@@ -25,6 +26,7 @@ class Frame:
     index: int
     name: str
     rgb: np.ndarray
+    pinned: torch.Tensor | None = None  # the same pixels in pinned memory, for async uploads
 
 
 class FrameSource:
