@@ -32,6 +32,13 @@ from hvc_runtime.davis.dataset import DavisDataset
 from hvc_runtime.davis.evaluation import Evaluation, evaluate
 from hvc_runtime.demo import demo_inputs
 from hvc_runtime.devices import resolve_device
+from hvc_runtime.distributed import (
+    DistContext,
+    broadcast_from_main,
+    gather_objects,
+    init_from_env,
+    shutdown,
+)
 from hvc_runtime.errors import HvcError
 from hvc_runtime.io.frames import ImageFolderSource, open_frames
 from hvc_runtime.io.masks import read_mask
@@ -349,32 +356,65 @@ def evaluate_command(
     backend: Backend = "auto",
     official_bn_drift: OfficialBnDrift = False,
 ) -> None:
-    """Score RESULTS against DAVIS ground truth; writes the official CSV files into RESULTS."""
+    """Score RESULTS against DAVIS ground truth; writes the official CSV files into RESULTS.
+
+    With --run under `torchrun --nproc-per-node N`, the sequences are split across the N
+    processes (one GPU each on CUDA) and rank 0 scores them all once every shard is written.
+    """
     with user_errors():
         dataset = DavisDataset(davis, resolution)
         names = sequences.split(",") if sequences else dataset.sequences(split)
         timing: dict[str, tuple[int, float]] = {}
+        group = DistContext()
         if run:
+            group = init_from_env(resolve_device(device).type)
+            console.quiet = not group.is_main
+            if group.enabled and resolve_device(device).type == "cuda":
+                device = f"cuda:{group.local_rank}"
             config = make_config(context, topk, temperature, radius, pad_context, soft_labels)
             segmenter = build_segmenter(
                 checkpoint, moco, device, size, precision, config, mode, official_bn_drift, backend
             )
-            _prepare_output(results, overwrite)
-            for name in names:
-                source = ImageFolderSource(dataset.frames_dir(name))
-                files = dataset.annotation_files(name)
-                given = files if all_annotations else files[:1]
-                index = {frame.stem: k for k, frame in enumerate(source.files)}
-                masks = {index[f.stem]: read_mask(f) for f in given if f.stem in index}
-                with _progress(f"{name}", len(source)) as advance:
-                    summary = segment_video(source, masks, segmenter, results / name, None, advance)
-                timing[name] = (summary.frames, summary.seconds)
+            _prepare_output_on_main(group, results, overwrite)
+            for name in names[group.rank :: group.world_size]:
+                timing[name] = _run_sequence(dataset, name, segmenter, results, all_annotations)
+            timing = {k: v for shard in gather_objects(group, timing) for k, v in shard.items()}
+            shutdown(group)
+        if not group.is_main:
+            return
         evaluation = evaluate(dataset, results, names, single_object)
         global_csv, _ = evaluation.write_csv(csv_dir or results, split)
         _print_scores(evaluation, timing)
         console.print(
             f"CSV: {global_csv} and per-sequence_results-{split}.csv", highlight=False, markup=False
         )
+
+
+def _prepare_output_on_main(group: DistContext, results: Path, overwrite: bool) -> None:
+    """Rank 0 checks and creates RESULTS; every rank stops with its error if that fails."""
+    error = None
+    if group.is_main:
+        try:
+            _prepare_output(results, overwrite)
+        except HvcError as exc:
+            error = str(exc)
+    error = broadcast_from_main(group, error)
+    if error is not None:
+        raise HvcError(error)
+
+
+def _run_sequence(
+    dataset: DavisDataset, name: str, segmenter: Segmenter, results: Path, all_annotations: bool
+) -> tuple[int, float]:
+    """Propagate one DAVIS sequence from its first (or every) annotation; (frames, seconds)."""
+    source = ImageFolderSource(dataset.frames_dir(name))
+    files = dataset.annotation_files(name)
+    given = files if all_annotations else files[:1]
+    index = {frame.stem: k for k, frame in enumerate(source.files)}
+    masks = {index[f.stem]: read_mask(f) for f in given if f.stem in index}
+    with _progress(f"{name}", len(source)) as advance:
+        summary = segment_video(source, masks, segmenter, results / name, None, advance)
+    return summary.frames, summary.seconds
 
 
 def _print_scores(evaluation: Evaluation, timing: dict[str, tuple[int, float]]) -> None:

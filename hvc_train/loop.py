@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 
 from hvc_runtime.checkpoints import CheckpointHeader, save_encoder
 from hvc_runtime.devices import resolve_device
+from hvc_runtime.distributed import DistContext, init_from_env, shutdown
 from hvc_runtime.encoders import (
     CIFAR10_MEAN,
     CIFAR10_STD,
@@ -33,7 +34,6 @@ from hvc_train.data import (
     index_videos,
     merge,
 )
-from hvc_train.distributed import DistContext, init_from_env, shutdown
 from hvc_train.model import HVCNetwork, momentum_at
 from hvc_train.validation import davis_jf, inference_trunk
 

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -174,6 +175,38 @@ def test_eval_run_on_a_generated_dataset(tmp_path):
     assert (results / "global_results-val.csv").is_file()
     assert len(list((results / "a").glob("*.png"))) == 6
     assert "global" in stdout
+
+
+@pytest.mark.slow
+def test_eval_run_under_torchrun_splits_sequences_and_merges_scores(tmp_path):
+    """Two processes (gloo on CPU) write disjoint shards; rank 0 scores them all, and the
+    scores equal a single-process run's."""
+    from tests.test_davis import make_dataset
+
+    names = ["a", "b", "c"]
+    make_dataset(tmp_path / "davis", names)
+    for seed, name in enumerate(names):
+        frames = tmp_path / "davis" / "JPEGImages" / "480p" / name
+        for t in range(6):
+            Image.fromarray(smooth_texture(40, 60, seed=seed + t % 2)).save(frames / f"{t:05d}.jpg")
+    common = ["--davis", str(tmp_path / "davis"), "--run", "--device", "cpu", "--no-pad-context"]
+    single = tmp_path / "single"
+    code, _, stderr = run_cli(eval_app, [single, *common])
+    assert code == 0, stderr
+    shards = tmp_path / "torchrun"
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    done = subprocess.run(
+        [*launch, "--nproc-per-node", "2", "--no-python", "--", "hvc-eval", str(shards), *common],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("global (objects)") == 1  # only rank 0 reports
+    for name in names:
+        assert len(list((shards / name).glob("*.png"))) == 6
+    for csv in ("global_results-val.csv", "per-sequence_results-val.csv"):
+        assert (shards / csv).read_text() == (single / csv).read_text()
 
 
 @pytest.mark.realdata

@@ -1,4 +1,5 @@
-"""torchrun support: process group from the environment, rank-0-only side effects."""
+"""torchrun support: process group from the environment, rank-0-only side effects, and the
+small object exchanges (shard results, rank-0 decisions) the commands need."""
 
 from __future__ import annotations
 
@@ -40,3 +41,21 @@ def init_from_env(device_type: str) -> DistContext:
 def shutdown(context: DistContext) -> None:
     if context.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def gather_objects(context: DistContext, value):
+    """Every process's `value`, in rank order (a one-item list without torchrun)."""
+    if not context.enabled:
+        return [value]
+    gathered = [None] * context.world_size
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
+def broadcast_from_main(context: DistContext, value):
+    """Rank 0's `value` on every process."""
+    if not context.enabled:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
