@@ -20,7 +20,6 @@ from hvc_runtime.propagation import (
     PROPAGATORS,
     OnlinePropagator,
     PropagationConfig,
-    ReferencePropagator,
 )
 from hvc_runtime.segmenter import Segmenter
 
@@ -89,31 +88,38 @@ def steady_state_propagator(
     return propagator, unit()
 
 
-def propagation_rows(sizes, dims, contexts, device, warmup, runs):
+def propagation_rows(sizes, dims, contexts, implementations, device, warmup, runs):
+    """Per-frame propagation cost once the context is full; speed-up against the reference
+    with the same size, features and context (measured in the same run)."""
     rows = []
     for size in sizes:
         grid = feature_size(*frame_size(size))
         for dim in dims:
-            baseline = None
             for context in contexts:
                 config = PropagationConfig(context_size=context)
-                propagator, query = steady_state_propagator(config, dim, grid, device, "reference")
-
-                # each step stores its frame and drops the oldest: the context stays full
-                timing = time_call(lambda p=propagator, q=query: p.step(q), device, warmup, runs)
-                if context == max(contexts):
-                    baseline = baseline or timing.median_ms
-                rows.append(
-                    {
-                        "implementation": "reference",
-                        "size": size,
-                        "feature_dim": dim,
-                        "context": f"1+{context}",
-                        **timing.as_dict(),
-                    }
-                )
-            for row in rows[-len(contexts) :]:
-                row["speedup"] = baseline / row["median_ms"]
+                baseline = None
+                for implementation in implementations:
+                    propagator, query = steady_state_propagator(
+                        config, dim, grid, device, implementation
+                    )
+                    # each step stores its frame and drops the oldest: the context stays full
+                    timing = time_call(
+                        lambda p=propagator, q=query: p.step(q), device, warmup, runs
+                    )
+                    if implementation == "reference":
+                        baseline = timing.median_ms
+                    rows.append(
+                        {
+                            "implementation": implementation,
+                            "size": size,
+                            "feature_dim": dim,
+                            "context": f"1+{context}",
+                            **timing.as_dict(),
+                            "frames_per_s": 1000 / timing.median_ms,
+                            "speedup": baseline / timing.median_ms if baseline else None,
+                        }
+                    )
+                    del propagator
     return rows
 
 
@@ -133,29 +139,85 @@ def generated_video(
     return ImageFolderSource(folder), mask
 
 
-def end_to_end_rows(sources: dict[str, tuple[FrameSource, np.ndarray]], device, max_frames: int):
+def davis_clip(root: Path, sequence: str, frames: int) -> tuple[FrameSource, list[np.ndarray]]:
+    """The first `frames` frames of a DAVIS sequence and their ground-truth masks."""
+    from hvc_runtime.io.masks import read_mask
+
+    annotations = sorted((root / "Annotations" / "480p" / sequence).glob("*.png"))[:frames]
+    source = ImageFolderSource(root / "JPEGImages" / "480p" / sequence)
+    return source, [read_mask(path) for path in annotations]
+
+
+def end_to_end_rows(
+    sources: dict[str, tuple[FrameSource, np.ndarray]], modes: list[str], device, max_frames: int
+):
+    """Frames per second over whole clips: compute only (frames decoded beforehand), and the
+    full pipeline with decoding and palette-PNG writing (`segment_video`)."""
     rows = []
     for name, (source, first_mask) in sources.items():
-        segmenter = Segmenter(random_encoder(), device=device)
         frames = [f.rgb for _, f in zip(range(max_frames), source, strict=False)]
-        began = time.perf_counter()
-        for t, frame in enumerate(frames):
-            segmenter.step(frame, first_mask if t == 0 else None)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        compute_fps = len(frames) / (time.perf_counter() - began)
-        with tempfile.TemporaryDirectory() as out:
-            limited = _Limited(source, max_frames)
-            summary = segment_video(limited, {0: first_mask}, segmenter, Path(out) / "masks")
-        rows.append(
-            {
-                "video": name,
-                "frames": summary.frames,
-                "size": f"{source.width}x{source.height}",
-                "fps_end_to_end": summary.frames / summary.seconds,
-                "fps_compute_only": compute_fps,
-            }
-        )
+        for mode in modes:
+            segmenter = Segmenter(random_encoder(), device=device, mode=mode)
+            began = time.perf_counter()
+            for t, frame in enumerate(frames):
+                segmenter.step(frame, first_mask if t == 0 else None)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            compute_fps = len(frames) / (time.perf_counter() - began)
+            with tempfile.TemporaryDirectory() as out:
+                limited = _Limited(source, max_frames)
+                summary = segment_video(limited, {0: first_mask}, segmenter, Path(out) / "masks")
+            rows.append(
+                {
+                    "video": name,
+                    "mode": mode,
+                    "frames": summary.frames,
+                    "size": f"{source.width}x{source.height}",
+                    "fps_end_to_end": summary.frames / summary.seconds,
+                    "fps_compute_only": compute_fps,
+                }
+            )
+    return rows
+
+
+def agreement_rows(
+    source: FrameSource, truth: list[np.ndarray], encoders: dict, device, precisions: list[str]
+) -> list[dict]:
+    """The fast mode against the reference on real frames: pixel agreement of the masks and
+    J&F of each (first and last frame excluded), per encoder backend and precision."""
+    from hvc_runtime.davis.metrics import boundary_f, jaccard
+
+    frames = [f.rgb for _, f in zip(range(len(truth)), source, strict=False)]
+
+    def masks(segmenter: Segmenter) -> list[np.ndarray]:
+        return [segmenter.step(rgb, truth[0] if t == 0 else None) for t, rgb in enumerate(frames)]
+
+    def jf(predicted: list[np.ndarray]) -> float:
+        pairs = list(zip(predicted, truth, strict=True))[1:-1]
+        j = np.mean([jaccard(p > 0, g > 0) for p, g in pairs])
+        f = np.mean([boundary_f(p > 0, g > 0) for p, g in pairs])
+        return 100 * (j + f) / 2
+
+    rows = []
+    for precision in precisions:
+        reference_encoder = encoders["torch"]
+        reference = masks(Segmenter(reference_encoder, device=device, precision=precision,
+                                    mode="reference"))  # fmt: skip
+        reference_jf = jf(reference)
+        for backend, encoder in encoders.items():
+            fast = masks(Segmenter(encoder, device=device, precision=precision, mode="fast"))
+            agree = np.mean([(a == b).mean() for a, b in zip(reference, fast, strict=True)])
+            rows.append(
+                {
+                    "backend": backend,
+                    "precision": precision,
+                    "frames": len(frames),
+                    "pixel_agreement_pct": 100 * float(agree),
+                    "jf_reference": reference_jf,
+                    "jf_fast": jf(fast),
+                    "jf_difference": jf(fast) - reference_jf,
+                }
+            )
     return rows
 
 
@@ -175,11 +237,13 @@ class _Limited(FrameSource):
             yield frame
 
 
-def memory_rows(lengths: list[int], grid: tuple[int, int], dim: int, device) -> list[dict]:
+def memory_rows(
+    lengths: list[int], grid: tuple[int, int], dim: int, device, implementation: str = "fast"
+) -> list[dict]:
     """Memory after propagating N frames of random features: it must not grow with N."""
     rows = []
     generator = torch.Generator(device="cpu").manual_seed(1)
-    propagator = ReferencePropagator()
+    propagator = PROPAGATORS[implementation]()
     reset_peak_memory(device)
     labels = torch.softmax(torch.randn(2, *grid, generator=generator), 0).to(device)
     frames = 0
@@ -189,6 +253,11 @@ def memory_rows(lengths: list[int], grid: tuple[int, int], dim: int, device) -> 
             propagator.step(features, labels if frames == 0 else None)
             frames += 1
         rows.append(
-            {"frames": length, "grid": f"{grid[0]}x{grid[1]}", "memory_mb": peak_memory_mb(device)}
+            {
+                "implementation": implementation,
+                "frames": length,
+                "grid": f"{grid[0]}x{grid[1]}",
+                "memory_mb": peak_memory_mb(device),
+            }
         )
     return rows

@@ -50,7 +50,7 @@ def _eager_half(encoder: InferenceEncoder, device: torch.device) -> Encode:
     return run
 
 
-def _artifact(fmt: str, folder: Path, backend_device: torch.device) -> Encode:
+def export_and_load(fmt: str, folder: Path, backend_device: torch.device) -> Encode:
     """Export the encoder once per format into `folder`, load it back on `backend_device`."""
     from hvc_export.exporter import ExportRequest, export
     from hvc_runtime.backends import load_backend
@@ -88,17 +88,17 @@ def build_variants(names: list[str], device: torch.device, folder: Path) -> list
                 else:
                     variants.append(Variant(name, torch.compile(encoder, mode="max-autotune")))
             elif name == "torchscript":
-                variants.append(Variant(name, _artifact("torchscript", folder, device)))
+                variants.append(Variant(name, export_and_load("torchscript", folder, device)))
             elif name == "onnxruntime-cpu":
-                cpu_backend = _artifact("onnx", folder, torch.device("cpu"))
+                cpu_backend = export_and_load("onnx", folder, torch.device("cpu"))
                 variants.append(Variant(name, lambda x, b=cpu_backend: b(x.cpu()).to(device)))
             elif name == "onnxruntime-cuda":
                 if not cuda:
                     variants.append(Variant(name, skipped="no CUDA device"))
                 else:
-                    variants.append(Variant(name, _artifact("onnx", folder, device)))
+                    variants.append(Variant(name, export_and_load("onnx", folder, device)))
             elif name == "tensorrt":
-                variants.append(Variant(name, _artifact("trt", folder, device)))
+                variants.append(Variant(name, export_and_load("trt", folder, device)))
             else:
                 variants.append(
                     Variant(name, skipped=f"unknown backend (choose from {', '.join(ALL)})")

@@ -6,6 +6,7 @@ the README comes from such a file (`python -m benchmarks.readme`).
 
 from __future__ import annotations
 
+import importlib.util
 import tempfile
 import time
 from contextlib import contextmanager
@@ -16,7 +17,7 @@ import typer
 from rich.console import Console
 
 from benchmarks import cases
-from benchmarks.encoders import ALL, build_variants
+from benchmarks.encoders import ALL, build_variants, export_and_load
 from benchmarks.environment import describe
 from benchmarks.report import markdown, plots, write_json
 from hvc_runtime.devices import resolve_device
@@ -56,6 +57,10 @@ def main(
         bool, typer.Option("--e2e", help="End to end on DAVIS and a generated video.")
     ] = False,
     memory: Annotated[bool, typer.Option("--memory", help="Memory vs video length.")] = False,
+    agreement: Annotated[
+        bool,
+        typer.Option("--agreement", help="Fast vs reference masks on DAVIS, per backend."),
+    ] = False,
     backends: Annotated[str, typer.Option(help=f"Comma list from {', '.join(ALL)}.")] = ",".join(
         ALL
     ),
@@ -66,9 +71,11 @@ def main(
     dims: Annotated[
         str, typer.Option(help="Feature dims for propagation (256, 1280).")
     ] = "256,1280",
-    contexts: Annotated[
-        str, typer.Option(help="Short-term contexts; the largest is the baseline.")
-    ] = "50,20,10",
+    contexts: Annotated[str, typer.Option(help="Short-term contexts.")] = "50,20,10",
+    implementations: Annotated[
+        str, typer.Option(help="Propagators to time: reference (the baseline), fast.")
+    ] = "reference,fast",
+    e2e_modes: Annotated[str, typer.Option(help="Propagation modes end to end.")] = "fast",
     warmup: Annotated[int, typer.Option()] = 2,
     runs: Annotated[int, typer.Option()] = 10,
     e2e_frames: Annotated[int, typer.Option(help="Frames per end-to-end video.")] = 50,
@@ -77,13 +84,18 @@ def main(
         str, typer.Option(help="Video lengths for the memory curve.")
     ] = "100,1000,10000",
     memory_grid: Annotated[str, typer.Option(help="Feature grid for the memory curve.")] = "60x107",
+    agreement_sequence: Annotated[str, typer.Option(help="DAVIS-2016 val sequence.")] = "bmx-trees",
+    agreement_frames: Annotated[int, typer.Option(help="Frames from its start.")] = 20,
+    precisions: Annotated[
+        str, typer.Option(help="Precisions for --agreement (default: fp32, plus fp16 on CUDA).")
+    ] = "",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("benchmarks/results"),
 ) -> None:
     """Run the selected parts (all when none is selected)."""
     with user_errors():
-        if not (encoder or propagation or e2e or memory):
-            encoder = propagation = e2e = memory = True
+        if not (encoder or propagation or e2e or memory or agreement):
+            encoder = propagation = e2e = memory = agreement = True
         target = resolve_device(device)
         out.mkdir(parents=True, exist_ok=True)
         size_names = _split(sizes)
@@ -114,11 +126,12 @@ def main(
                         runs,
                     )
             if propagation:
-                with _part("propagation: timing the reference"):
+                with _part("propagation: timing"):
                     results["propagation"] = cases.propagation_rows(
                         size_names,
                         [int(d) for d in _split(dims)],
                         [int(c) for c in _split(contexts)],
+                        _split(implementations),
                         target,
                         warmup,
                         runs,
@@ -139,13 +152,35 @@ def main(
                             DAVIS_SEQUENCE / "JPEGImages" / "480p" / "blackswan"
                         )
                         sources["davis2016/blackswan"] = (frames, first)
-                    results["end_to_end"] = cases.end_to_end_rows(sources, target, e2e_frames)
+                    results["end_to_end"] = cases.end_to_end_rows(
+                        sources, _split(e2e_modes), target, e2e_frames
+                    )
             if memory:
                 with _part("memory vs video length"):
                     grid = cases.frame_size(memory_grid)
                     results["memory"] = cases.memory_rows(
                         [int(n) for n in _split(memory_lengths)], grid, 256, target
                     )
+            if agreement and not DAVIS_SEQUENCE.is_dir():
+                results["skipped"].append(
+                    {"backend": "agreement", "reason": f"no DAVIS data at {DAVIS_SEQUENCE}"}
+                )
+            elif agreement:
+                with _part("agreement: fast vs reference on DAVIS"):
+                    chosen = _split(precisions) or (
+                        ["fp32", "fp16"] if target.type == "cuda" else ["fp32"]
+                    )
+                    source, truth = cases.davis_clip(
+                        DAVIS_SEQUENCE, agreement_sequence, agreement_frames
+                    )
+                    encoders = agreement_encoders(target, Path(scratch))
+                    results["agreement"] = cases.agreement_rows(
+                        source, truth, encoders, target, chosen
+                    )
+                    results["settings"]["agreement"] = {
+                        "sequence": agreement_sequence,
+                        "frames": len(truth),
+                    }
         write_json(results, out / "latency.json")
         (out / "latency.md").write_text(markdown(results))
         written = plots(results, out)
@@ -154,6 +189,19 @@ def main(
         f"wrote {out / 'latency.json'}, {out / 'latency.md'}, {', '.join(str(p) for p in written)}",
         markup=False,
     )
+
+
+def agreement_encoders(device, folder: Path) -> dict:
+    """The default encoder through every backend that runs on `device`."""
+    from hvc_runtime.checkpoints import random_encoder
+
+    encoders = {"torch": random_encoder()}
+    formats = {"torchscript": "torchscript", "onnxruntime": "onnx"}
+    if device.type == "cuda" and importlib.util.find_spec("tensorrt"):
+        formats["tensorrt"] = "trt"
+    for name, fmt in formats.items():
+        encoders[name] = export_and_load(fmt, folder, device)
+    return encoders
 
 
 if __name__ == "__main__":

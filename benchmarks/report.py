@@ -48,20 +48,35 @@ def markdown(results: dict) -> str:
             results["propagation"],
             [("implementation", "implementation"), ("size", "size"), ("dim", "feature_dim"),
              ("context", "context"), ("median ms", "median_ms"), ("p90 ms", "p90_ms"),
-             ("speed-up", "speedup")],
+             ("frames/s", "frames_per_s"), ("speed-up vs reference", "speedup")],
         )  # fmt: skip
     if results.get("end_to_end"):
         lines += ["**End to end** (frames/s)", ""]
         lines += _table(
             results["end_to_end"],
-            [("video", "video"), ("size", "size"), ("frames", "frames"),
+            [("video", "video"), ("mode", "mode"), ("size", "size"), ("frames", "frames"),
              ("with decode + PNG writing", "fps_end_to_end"), ("compute only", "fps_compute_only")],
         )  # fmt: skip
     if results.get("memory"):
         lines += ["**Memory vs video length**", ""]
         lines += _table(
-            results["memory"], [("frames", "frames"), ("grid", "grid"), ("MB", "memory_mb")]
-        )
+            results["memory"],
+            [("implementation", "implementation"), ("frames", "frames"), ("grid", "grid"),
+             ("MB", "memory_mb")],
+        )  # fmt: skip
+    if results.get("agreement"):
+        clip = results["settings"]["agreement"]
+        lines += [
+            f"**Fast vs reference masks** (DAVIS-2016 {clip['sequence']}, first {clip['frames']} "
+            "frames; J&F without the first and last frame)",
+            "",
+        ]
+        lines += _table(
+            results["agreement"],
+            [("backend", "backend"), ("precision", "precision"),
+             ("pixel agreement %", "pixel_agreement_pct"), ("J&F reference", "jf_reference"),
+             ("J&F fast", "jf_fast"), ("J&F difference", "jf_difference")],
+        )  # fmt: skip
     if results.get("skipped"):
         lines += [
             "Skipped: " + "; ".join(f"{s['backend']} ({s['reason']})" for s in results["skipped"]),
@@ -95,7 +110,10 @@ def plots(results: dict, folder: Path) -> list[Path]:
     propagation = results.get("propagation", [])
     if propagation:
         fig, axis = plt.subplots(figsize=(6, 4))
-        labels = [f"{r['size']} {r['feature_dim']}-d {r['context']}" for r in propagation]
+        labels = [
+            f"{r['implementation']} {r['size']} {r['feature_dim']}-d {r['context']}"
+            for r in propagation
+        ]
         axis.barh(labels, [r["median_ms"] for r in propagation])
         axis.set(title="Propagation per frame", xlabel="ms", xscale="log")
         fig.tight_layout()

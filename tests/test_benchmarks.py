@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from benchmarks.latency import app
 from benchmarks.readme import END, START, update
+from tests.conftest import DAVIS2016
 
 
 def test_smoke_run_writes_json_table_and_plots(tmp_path):
@@ -17,7 +18,8 @@ def test_smoke_run_writes_json_table_and_plots(tmp_path):
         "--backends", "torch-eager-fp32,torch-eager-half-cl,onnxruntime-cpu,tensorrt",
         "--sizes", "64x96", "--batches", "1,2", "--dims", "256", "--contexts", "3,1",
         "--warmup", "0", "--runs", "2", "--e2e-frames", "3", "--e2e-size", "64x96",
-        "--memory-lengths", "5,20", "--memory-grid", "4x6", "--device", "cpu", "--out", str(out),
+        "--memory-lengths", "5,20", "--memory-grid", "4x6", "--agreement-frames", "3",
+        "--device", "cpu", "--out", str(out),
     ]  # fmt: skip
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.stderr
@@ -31,10 +33,23 @@ def test_smoke_run_writes_json_table_and_plots(tmp_path):
     }
     assert all(r["median_ms"] > 0 and r["runs"] == 2 and r["speedup"] > 0 for r in encoder)
     assert {r["batch"] for r in encoder} == {1, 2}
-    assert [r["context"] for r in data["propagation"]] == ["1+3", "1+1"]
-    assert data["propagation"][0]["speedup"] == 1.0
+    assert [(r["implementation"], r["context"]) for r in data["propagation"]] == [
+        ("reference", "1+3"),
+        ("fast", "1+3"),
+        ("reference", "1+1"),
+        ("fast", "1+1"),
+    ]
+    assert data["propagation"][0]["speedup"] == 1.0 and data["propagation"][1]["speedup"] > 0
     assert data["end_to_end"][0]["video"] == "generated" and data["end_to_end"][0]["frames"] == 3
+    assert {r["mode"] for r in data["end_to_end"]} == {"fast"}
     assert [r["frames"] for r in data["memory"]] == [5, 20]
+    if DAVIS2016.is_dir():
+        rows = data["agreement"]
+        assert [r["backend"] for r in rows] == ["torch", "torchscript", "onnxruntime"]
+        assert all(r["frames"] == 3 and r["pixel_agreement_pct"] >= 99.9 for r in rows)
+        assert "Fast vs reference masks" in (out / "latency.md").read_text()
+    else:
+        assert any(s["backend"] == "agreement" for s in data["skipped"])
     assert any(s["backend"] == "tensorrt" for s in data["skipped"])
     table = (out / "latency.md").read_text()
     assert "| torch-eager-fp32 | 64x96 | 1 |" in table and "Skipped: tensorrt" in table
