@@ -42,18 +42,20 @@ def assert_same(reference, fast, atol=1e-5):
 
 
 @pytest.mark.parametrize(
-    ("cfg", "grid", "frames", "tile"),
+    ("cfg", "grid", "frames", "tile", "group"),
     [
         # official settings through the duplicated early context into a full one
-        (PropagationConfig(), (18, 27), 56, 8),
-        (PropagationConfig(context_size=6, topk=5, radius=2.5), (11, 13), 12, 3),
-        (PropagationConfig(context_size=4, radius=4, pad_context=False), (9, 20), 10, 1),
-        (PropagationConfig(context_size=5, topk=15, radius=1.0), (2, 3), 8, 8),  # hw < k
-        (PropagationConfig(context_size=0), (10, 12), 5, 4),
-        (PropagationConfig(context_size=3, soft_labels=False), (12, 16), 8, 5),
+        (PropagationConfig(), (18, 27), 56, 8, 1),
+        (PropagationConfig(), (18, 27), 56, 8, 3),  # tiles batched, as on GPUs
+        (PropagationConfig(context_size=6, topk=5, radius=2.5), (11, 13), 12, 3, 1),
+        (PropagationConfig(context_size=6, topk=5, radius=2.5), (11, 13), 12, 3, 100),
+        (PropagationConfig(context_size=4, radius=4, pad_context=False), (9, 20), 10, 1, 1),
+        (PropagationConfig(context_size=5, topk=15, radius=1.0), (2, 3), 8, 8, 1),  # hw < k
+        (PropagationConfig(context_size=0), (10, 12), 5, 4, 2),
+        (PropagationConfig(context_size=3, soft_labels=False), (12, 16), 8, 5, 1),
     ],
 )
-def test_fast_equals_reference(cfg, grid, frames, tile):
+def test_fast_equals_reference(cfg, grid, frames, tile, group):
     height, width = grid
     features = drifting_features(frames, 16, height, width, seed=frames)
     background = torch.ones(1, height, width)
@@ -61,7 +63,7 @@ def test_fast_equals_reference(cfg, grid, frames, tile):
     first = torch.cat([(background - objects.sum(0)).clamp(min=0), objects])
     given = {0: first}
     reference = run(ReferencePropagator(cfg), features, given)
-    fast = run(FastPropagator(cfg, tile=tile), features, given)
+    fast = run(FastPropagator(cfg, tile=tile, tile_group=group), features, given)
     assert_same(reference, fast)
 
 

@@ -36,10 +36,17 @@ DEFAULT_TILE = 8
 class FastPropagator(OnlinePropagator):
     """Local-window, deduplicated top-k propagation; same semantics as `ReferencePropagator`."""
 
-    def __init__(self, config: PropagationConfig = PropagationConfig(), tile: int = DEFAULT_TILE):
-        if tile < 1:
-            raise ValueError(f"tile must be >= 1, got {tile}")
+    def __init__(
+        self,
+        config: PropagationConfig = PropagationConfig(),
+        tile: int = DEFAULT_TILE,
+        tile_group: int | None = None,
+    ) -> None:
+        """`tile`: query tile side B; `tile_group`: tiles scored per step (None: by device)."""
+        if tile < 1 or (tile_group is not None and tile_group < 1):
+            raise ValueError(f"tile and tile_group must be >= 1, got {tile}, {tile_group}")
         self.tile = tile
+        self.tile_group = tile_group
         super().__init__(config)
 
     def reset(self) -> None:
@@ -70,7 +77,7 @@ class FastPropagator(OnlinePropagator):
         )
         if counts:
             local_values, local_cells = windowed_topk(
-                query, ref.slots, multiplicity, self._windows, k
+                query, ref.slots, multiplicity, self._windows, k, self.tile_group
             )
             values = torch.cat([values, local_values], 1)
             cells = torch.cat([cells, local_cells + positions], 1)  # after the long-term frame
@@ -104,6 +111,7 @@ def windowed_topk(
     multiplicity: torch.Tensor,
     windows: TileWindows,
     k: int,
+    group: int | None = None,
 ):
     """Joint top-k over the short-term slots inside each query's window, duplicates expanded.
 
@@ -111,11 +119,12 @@ def windowed_topk(
     short-term slots of the official layout each stored frame fills (0: not in the context).
     Returns values [hw, k] and flat indices slot·hw + cell. Keys outside the window or the grid
     score -inf; they only surface when fewer than k real candidates exist, and then weigh
-    nothing, as the reference's -1e10 entries.
+    nothing, as the reference's -1e10 entries. `group` tiles are scored per step (default: one
+    on CPU, as many as fit in 128 MB elsewhere).
     """
     dim, positions = query.shape
     height, width, tile = windows.height, windows.width, windows.tile
-    _, key_w, frames, _ = slots.shape
+    frames = slots.shape[2]
     side = tile + 2 * windows.margin
     query_h, query_w = windows.padded_query_shape
     grid = F.pad(query.view(dim, height, width), (0, query_w - width, 0, query_h - height))
@@ -124,41 +133,34 @@ def windowed_topk(
         .permute(1, 3, 0, 2, 4)
         .reshape(windows.num_tiles, dim, tile * tile)
     )
-    absent = (multiplicity == 0)[None, :, None]
+    absent = (multiplicity == 0)[None, None, :, None]
     any_absent = bool(absent.any())
     cells = side * side
     unique_k = min(k, cells * frames)
     cells_k = min(k, cells)
     values = slots.new_empty(windows.num_tiles, unique_k, tile * tile)
     index = torch.empty(values.shape, dtype=torch.long, device=slots.device)
-    row_stride, frame_stride = key_w * frames * dim, dim
-    tiles_x = query_w // tile
-    for number in range(windows.num_tiles):
-        ty, tx = divmod(number, tiles_x)
-        region = slots.as_strided(
-            (side, side * frames, dim),
-            (row_stride, frame_stride, 1),
-            slots.storage_offset() + (ty * tile * key_w + tx * tile) * frames * dim,
+    if group is None:  # CPUs: one tile at a time, no copies; GPUs: fewer, larger launches
+        per_tile = side * side * frames * (dim + tile * tile) * slots.element_size()
+        group = 1 if slots.device.type == "cpu" else max(1, _CHUNK_BYTES // per_tile)
+    for start in range(0, windows.num_tiles, group):
+        stop = min(start + group, windows.num_tiles)
+        scores = _tile_scores(slots, tiles, windows, start, stop).view(
+            stop - start, cells, frames, -1
         )
-        # key-row/query-row pairs outside every disk are not computed: whatever those entries
-        # hold is masked with `outside` before it can be selected
-        scores = region.new_empty(side, side * frames, tile * tile, dtype=query.dtype)
-        for a0, a1, q0, q1 in windows.row_bands:
-            scores[a0:a1, :, q0:q1] = half_aware_matmul(region[a0:a1], tiles[number][:, q0:q1])
-        scores = scores.view(cells, frames, -1)
         if any_absent:
             scores.masked_fill_(absent, float("-inf"))
         # two-stage top-k: only the k window cells with the best score over all frames can
         # hold a top-k candidate, so rank cells first, then the frames of those cells
-        outside = windows.outside[number]
-        best = scores.amax(1).masked_fill_(outside, float("-inf"))
-        top_cells = best.topk(cells_k, dim=0).indices  # [cells_k, B²]
-        picked = scores.gather(0, top_cells[:, None, :].expand(-1, frames, -1))
-        picked.masked_fill_(outside.gather(0, top_cells)[:, None, :], float("-inf"))
-        top = picked.view(-1, tile * tile).topk(unique_k, dim=0)
-        window_cell = top_cells.gather(0, top.indices // frames)
-        values[number] = top.values
-        index[number] = window_cell * frames + top.indices % frames
+        outside = windows.outside[start:stop]
+        best = scores.amax(2).masked_fill_(outside, float("-inf"))
+        top_cells = best.topk(cells_k, dim=1).indices  # [G, cells_k, B²]
+        picked = scores.gather(1, top_cells[:, :, None, :].expand(-1, -1, frames, -1))
+        picked.masked_fill_(outside.gather(1, top_cells)[:, :, None, :], float("-inf"))
+        top = picked.view(stop - start, -1, tile * tile).topk(unique_k, dim=1)
+        window_cell = top_cells.gather(1, top.indices // frames)
+        values[start:stop] = top.values
+        index[start:stop] = window_cell * frames + top.indices % frames
     slot = windows.query_slot
     values = values.permute(0, 2, 1).reshape(-1, unique_k)[slot]  # [hw, k], sorted
     index = index.permute(0, 2, 1).reshape(-1, unique_k)[slot]
@@ -166,6 +168,38 @@ def windowed_topk(
     tile_of_query = slot // (tile * tile)
     cell = windows.key_cell[tile_of_query[:, None], window_cell]
     return expand_multiplicity(values, frame * positions + cell, multiplicity[frame], k)
+
+
+def _tile_scores(
+    slots: torch.Tensor, tiles: torch.Tensor, windows: TileWindows, start: int, stop: int
+) -> torch.Tensor:
+    """Scores [G, B+2P, (B+2P)·U, B²] of tiles start..stop against the keys around them.
+
+    Each tile's keys are a strided view of the slot tensor. One tile is scored in place, band by
+    band (`row_bands`), skipping key-row/query-row pairs outside every disk: whatever those
+    entries hold is masked with `outside` before it can be selected. Several tiles are copied
+    into one batch and scored whole.
+    """
+    _, key_w, frames, dim = slots.shape
+    tile, side = windows.tile, windows.tile + 2 * windows.margin
+    tiles_x = windows.padded_query_shape[1] // tile
+
+    def region(number: int) -> torch.Tensor:
+        ty, tx = divmod(number, tiles_x)
+        return slots.as_strided(
+            (side, side * frames, dim),
+            (key_w * frames * dim, dim, 1),
+            slots.storage_offset() + (ty * tile * key_w + tx * tile) * frames * dim,
+        )
+
+    if stop - start > 1:
+        regions = torch.stack([region(number) for number in range(start, stop)])
+        return half_aware_matmul(regions, tiles[start:stop, None])
+    keys, queries = region(start), tiles[start]
+    scores = keys.new_empty(1, side, side * frames, tile * tile, dtype=queries.dtype)
+    for a0, a1, q0, q1 in windows.row_bands:
+        scores[0, a0:a1, :, q0:q1] = half_aware_matmul(keys[a0:a1], queries[:, q0:q1])
+    return scores
 
 
 def expand_multiplicity(
