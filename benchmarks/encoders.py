@@ -12,8 +12,6 @@ from pathlib import Path
 
 import torch
 
-from hvc_runtime.encoders import InferenceEncoder
-
 Encode = Callable[[torch.Tensor], torch.Tensor]
 ALL = (
     "torch-eager-fp32",
@@ -35,21 +33,6 @@ class Variant:
     skipped: str | None = None
 
 
-def _half_dtype(device: torch.device) -> torch.dtype:
-    return torch.float16 if device.type == "cuda" else torch.bfloat16
-
-
-def _eager_half(encoder: InferenceEncoder, device: torch.device) -> Encode:
-    model = encoder.to(memory_format=torch.channels_last)
-    dtype = _half_dtype(device)
-
-    def run(frames: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device.type, dtype=dtype):
-            return model(frames.contiguous(memory_format=torch.channels_last))
-
-    return run
-
-
 def export_and_load(fmt: str, folder: Path, backend_device: torch.device) -> Encode:
     """Export the encoder once per format into `folder`, load it back on `backend_device`."""
     from hvc_export.exporter import ExportRequest, export
@@ -65,6 +48,7 @@ def export_and_load(fmt: str, folder: Path, backend_device: torch.device) -> Enc
 
 def build_variants(names: list[str], device: torch.device, folder: Path) -> list[Variant]:
     """Instantiate the requested variants on `device`, or say why one cannot run."""
+    from hvc_runtime.backends.torch_module import TorchBackend
     from hvc_runtime.checkpoints import random_encoder
 
     variants = []
@@ -75,13 +59,12 @@ def build_variants(names: list[str], device: torch.device, folder: Path) -> list
             if name == "torch-eager-fp32":
                 variants.append(Variant(name, encoder))
             elif name == "torch-eager-half-cl":
+                half = "fp16" if cuda else "bf16"
                 variants.append(
-                    Variant(
-                        f"torch-eager-{'fp16' if cuda else 'bf16'}-cl", _eager_half(encoder, device)
-                    )
+                    Variant(f"torch-eager-{half}-cl", TorchBackend(encoder, device, half))
                 )
             elif name == "torch-compile":
-                variants.append(Variant(name, torch.compile(encoder)))
+                variants.append(Variant(name, TorchBackend(encoder, device, compile=True)))
             elif name == "torch-compile-cudagraphs":
                 if not cuda:
                     variants.append(Variant(name, skipped="CUDA graphs need a CUDA device"))
