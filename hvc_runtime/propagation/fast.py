@@ -71,10 +71,7 @@ class FastPropagator(OnlinePropagator):
         allocated = ref.slots.shape[2]
         frame_in_slot = {slot: frame for frame, slot in ref.slot_of.items()}
         counts = Counter(slots[1:])
-        multiplicity = torch.tensor(
-            [counts.get(frame_in_slot.get(s, -1), 0) for s in range(allocated)],
-            device=query.device,
-        )
+        multiplicity = [counts.get(frame_in_slot.get(s, -1), 0) for s in range(allocated)]
         if counts:
             local_values, local_cells = windowed_topk(
                 query, ref.slots, multiplicity, self._windows, k, self.tile_group
@@ -108,15 +105,16 @@ def long_term_topk(query: torch.Tensor, keys: torch.Tensor, k: int):
 def windowed_topk(
     query: torch.Tensor,
     slots: torch.Tensor,
-    multiplicity: torch.Tensor,
+    multiplicity: list[int],
     windows: TileWindows,
     k: int,
     group: int | None = None,
 ):
     """Joint top-k over the short-term slots inside each query's window, duplicates expanded.
 
-    query: [D, hw]; slots: [Hk, Wk, U, D] (`SlotMemory`); multiplicity: [U], how many
-    short-term slots of the official layout each stored frame fills (0: not in the context).
+    query: [D, hw]; slots: [Hk, Wk, U, D] (`SlotMemory`); multiplicity: for each of the U
+    slots, how many short-term slots of the official layout its frame fills (0: not in the
+    context; a host list, so no device synchronisation is needed to test for zeros).
     Returns values [hw, k] and flat indices slot·hw + cell. Keys outside the window or the grid
     score -inf; they only surface when fewer than k real candidates exist, and then weigh
     nothing, as the reference's -1e10 entries. `group` tiles are scored per step (default: one
@@ -133,8 +131,9 @@ def windowed_topk(
         .permute(1, 3, 0, 2, 4)
         .reshape(windows.num_tiles, dim, tile * tile)
     )
+    any_absent = 0 in multiplicity
+    multiplicity = torch.tensor(multiplicity, device=slots.device)
     absent = (multiplicity == 0)[None, None, :, None]
-    any_absent = bool(absent.any())
     cells = side * side
     unique_k = min(k, cells * frames)
     cells_k = min(k, cells)
