@@ -225,7 +225,7 @@ def load_encoder(
             fusion_weight=MOCO_FUSION_WEIGHT,
         ).eval()
         loaded.description += f" fused with MoCo-v1 ResNet-50 {moco} (λ={MOCO_FUSION_WEIGHT})"
-    if official_bn_drift:
+    if official_bn_drift:  # the official loader probes the MoCo trunk the same way
         trunks = [loaded.encoder.backbone, loaded.encoder.fusion]
         for trunk in filter(None, trunks):
             replay_official_dims_probe(trunk)

@@ -6,6 +6,7 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -30,6 +31,7 @@ from hvc_runtime.backends.torch_module import TorchBackend
 from hvc_runtime.checkpoints import load_encoder
 from hvc_runtime.davis.dataset import DavisDataset
 from hvc_runtime.davis.evaluation import Evaluation, evaluate
+from hvc_runtime.davis.propagate import propagate_sequence
 from hvc_runtime.demo import demo_inputs
 from hvc_runtime.devices import resolve_device
 from hvc_runtime.distributed import (
@@ -48,6 +50,7 @@ from hvc_runtime.propagation import PROPAGATORS, PropagationConfig
 from hvc_runtime.segmenter import Segmenter
 from hvc_runtime.terminal import console, user_errors
 
+EVAL_TIMEOUT = timedelta(hours=12)  # ranks wait for the slowest shard before scoring
 run_app = typer.Typer(add_completion=False, help="Segment and track objects through a video.")
 eval_app = typer.Typer(
     add_completion=False, help="DAVIS J&F of result masks, optionally after running."
@@ -365,21 +368,35 @@ def evaluate_command(
         dataset = DavisDataset(davis, resolution)
         names = sequences.split(",") if sequences else dataset.sequences(split)
         timing: dict[str, tuple[int, float]] = {}
-        group = DistContext()
+        target = resolve_device(device) if run else None
+        group = init_from_env(target.type if target else "cpu", timeout=EVAL_TIMEOUT)
+        console.quiet = not group.is_main  # errors still print on every rank
+        if (
+            group.enabled
+            and target is not None
+            and target.type == "cuda"
+            and device
+            in (
+                "auto",
+                "cuda",
+            )
+        ):
+            device = f"cuda:{group.local_rank}"  # one GPU per process
         if run:
-            group = init_from_env(resolve_device(device).type)
-            console.quiet = not group.is_main
-            if group.enabled and resolve_device(device).type == "cuda":
-                device = f"cuda:{group.local_rank}"
             config = make_config(context, topk, temperature, radius, pad_context, soft_labels)
             segmenter = build_segmenter(
                 checkpoint, moco, device, size, precision, config, mode, official_bn_drift, backend
             )
             _prepare_output_on_main(group, results, overwrite)
             for name in names[group.rank :: group.world_size]:
-                timing[name] = _run_sequence(dataset, name, segmenter, results, all_annotations)
+                frames = len(ImageFolderSource(dataset.frames_dir(name)))
+                with _progress(name, frames) as advance:
+                    summary = propagate_sequence(
+                        dataset, name, segmenter, results, all_annotations, advance
+                    )
+                timing[name] = (summary.frames, summary.seconds)
             timing = {k: v for shard in gather_objects(group, timing) for k, v in shard.items()}
-            shutdown(group)
+        shutdown(group)
         if not group.is_main:
             return
         evaluation = evaluate(dataset, results, names, single_object)
@@ -401,20 +418,6 @@ def _prepare_output_on_main(group: DistContext, results: Path, overwrite: bool) 
     error = broadcast_from_main(group, error)
     if error is not None:
         raise HvcError(error)
-
-
-def _run_sequence(
-    dataset: DavisDataset, name: str, segmenter: Segmenter, results: Path, all_annotations: bool
-) -> tuple[int, float]:
-    """Propagate one DAVIS sequence from its first (or every) annotation; (frames, seconds)."""
-    source = ImageFolderSource(dataset.frames_dir(name))
-    files = dataset.annotation_files(name)
-    given = files if all_annotations else files[:1]
-    index = {frame.stem: k for k, frame in enumerate(source.files)}
-    masks = {index[f.stem]: read_mask(f) for f in given if f.stem in index}
-    with _progress(f"{name}", len(source)) as advance:
-        summary = segment_video(source, masks, segmenter, results / name, None, advance)
-    return summary.frames, summary.seconds
 
 
 def _print_scores(evaluation: Evaluation, timing: dict[str, tuple[int, float]]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -25,13 +26,17 @@ class DistContext:
         return self.world_size > 1
 
 
-def init_from_env(device_type: str) -> DistContext:
-    """Join the process group torchrun describes (NCCL on CUDA, gloo otherwise)."""
+def init_from_env(device_type: str, timeout: timedelta | None = None) -> DistContext:
+    """Join the process group torchrun describes (NCCL on CUDA, gloo otherwise).
+
+    `timeout` bounds how long a collective waits for the other ranks (PyTorch's default is
+    10 to 30 minutes, too short when ranks finish uneven shards of work)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return DistContext()
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+        backend = "nccl" if device_type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend, timeout=timeout)
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device_type == "cuda":
         torch.cuda.set_device(local_rank)

@@ -73,7 +73,8 @@ class Segmenter:
         A pinned uint8 tensor uploads asynchronously; a numpy array is copied as usual."""
         if isinstance(frame, np.ndarray):
             frame = torch.from_numpy(np.ascontiguousarray(frame))
-        rgb = frame.to(self.device, non_blocking=True)
+        asynchronous = self.device.type == "cuda" and frame.is_pinned()
+        rgb = frame.to(self.device, non_blocking=asynchronous)
         rgb = rgb.permute(2, 0, 1)[None].float().div_(255)
         if self.short_side is not None:
             scale = self.short_side / min(rgb.shape[-2:])

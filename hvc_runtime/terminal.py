@@ -15,7 +15,8 @@ from rich.markup import escape
 
 from hvc_runtime.errors import HvcError
 
-console = Console(stderr=True, soft_wrap=True)
+console = Console(stderr=True, soft_wrap=True)  # progress and messages; may be made quiet
+_errors = Console(stderr=True, soft_wrap=True)  # never quiet: every process reports its error
 
 
 @contextmanager
@@ -23,5 +24,5 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except HvcError as error:
-        console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
+        _errors.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
         raise typer.Exit(1) from None

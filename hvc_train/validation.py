@@ -1,4 +1,4 @@
-"""Periodic validation: the current online trunk, reference propagation over a DAVIS-format
+"""Periodic validation: the current online trunk, the runtime's propagation over a DAVIS-format
 folder (first-frame masks), and the DAVIS J&F of the result."""
 
 from __future__ import annotations
@@ -10,10 +10,8 @@ import torch
 
 from hvc_runtime.davis.dataset import DavisDataset
 from hvc_runtime.davis.evaluation import evaluate
+from hvc_runtime.davis.propagate import propagate_sequence
 from hvc_runtime.encoders import InferenceEncoder, StrideEightResNet
-from hvc_runtime.io.frames import ImageFolderSource
-from hvc_runtime.io.masks import read_mask
-from hvc_runtime.pipeline import segment_video
 from hvc_runtime.segmenter import Segmenter
 
 
@@ -40,7 +38,5 @@ def davis_jf(
     segmenter = Segmenter(encoder, device=device, short_side=short_side)
     with tempfile.TemporaryDirectory(prefix="hvc-val-") as tmp:
         for name in names:
-            first = read_mask(dataset.annotation_files(name)[0])
-            source = ImageFolderSource(dataset.frames_dir(name))
-            segment_video(source, {0: first}, segmenter, Path(tmp) / name)
+            propagate_sequence(dataset, name, segmenter, Path(tmp))
         return evaluate(dataset, Path(tmp), names).jf_mean

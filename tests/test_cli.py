@@ -207,6 +207,18 @@ def test_eval_run_under_torchrun_splits_sequences_and_merges_scores(tmp_path):
         assert len(list((shards / name).glob("*.png"))) == 6
     for csv in ("global_results-val.csv", "per-sequence_results-val.csv"):
         assert (shards / csv).read_text() == (single / csv).read_text()
+    # a failure on rank 1 (sequence b) is reported by rank 1 itself, and the run fails
+    broken = tmp_path / "davis" / "JPEGImages" / "480p" / "b" / "00002.jpg"
+    broken.write_bytes(b"not a jpeg")
+    failed = subprocess.run(
+        [*launch, "--nproc-per-node", "2", "--no-python", "--", "hvc-eval",
+         str(tmp_path / "broken"), *common],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert failed.returncode != 0
+    assert "error:" in failed.stderr and "00002.jpg: not a readable image" in failed.stderr
 
 
 @pytest.mark.realdata

@@ -9,7 +9,7 @@ from hvc_runtime.precision import DTYPES
 
 
 class TorchBackend:
-    """Runs an `InferenceEncoder` on `device`.
+    """Runs an `InferenceEncoder` on `device` (the module is moved there, in place).
 
     In fp16/bf16 the convolutions run under autocast on channels-last tensors, the layout
     tensor cores and oneDNN prefer; `compile=True` wraps the module in `torch.compile`
@@ -29,7 +29,6 @@ class TorchBackend:
         module = encoder.to(self.device).eval()
         if self.channels_last:
             module = module.to(memory_format=torch.channels_last)
-        self.module = module
         self.feature_dim = encoder.feature_dim
         self._run = torch.compile(module, dynamic=False) if compile else module
 

@@ -12,8 +12,11 @@ the radius, and early in a video most slots are copies of the reference frame. H
   view), masked to each query's disk; the long-term slot is scored over the whole frame;
 - the two top-k lists are merged into the joint top-k.
 
-Scores are rounded in the same dtype as the reference's, so only exact ties can be ordered
-differently. Plain PyTorch: it runs wherever PyTorch does, CPU included.
+Scores are rounded in the same dtype as the reference's, so in fp32 only exact ties can be
+ordered differently. In fp16/bf16 the reference ranks score/temperature rounded to that dtype,
+which creates a few more ties, and the two matrix products may sum in another order (one-ulp
+differences): masks still agree to well within the fp16 targets. Plain PyTorch: it runs wherever
+PyTorch does, CPU included.
 """
 
 from __future__ import annotations

@@ -14,8 +14,11 @@ import torch
 
 
 def within_radius(dy: torch.Tensor, dx: torch.Tensor, radius: float) -> torch.Tensor:
-    """The official window test: Euclidean distance in cells strictly below the radius."""
-    return (dy**2 + dx**2).double().sqrt() < radius
+    """The official window test: Euclidean distance in cells strictly below the radius.
+
+    Evaluated in float64 on the CPU (some devices, MPS, have no float64), then moved back."""
+    squared = (dy**2 + dx**2).cpu().double()
+    return (squared.sqrt() < radius).to(dy.device)
 
 
 def max_offset(radius: float) -> int:
@@ -33,19 +36,11 @@ class TileWindows:
     margin: int
     padded_key_shape: tuple[int, int]  # the key grid zero-padded by `margin` (and to whole tiles)
     padded_query_shape: tuple[int, int]
-    key_index: torch.Tensor  # [T, S] flat index into the padded key grid
+    num_tiles: int
     key_cell: torch.Tensor  # [T, S] flat index into the real grid (0 outside it)
     outside: torch.Tensor  # [T, S, B²] key outside the grid or outside the query's disk
     query_slot: torch.Tensor  # [h*w] row of each real cell in the [T*B²] tile-major order
     row_bands: tuple[tuple[int, int, int, int], ...]  # (key rows a0:a1, query columns q0:q1)
-
-    @property
-    def num_tiles(self) -> int:
-        return self.key_index.shape[0]
-
-    @property
-    def keys_per_tile(self) -> int:
-        return self.key_index.shape[1]
 
 
 def tile_windows(
@@ -61,7 +56,6 @@ def tile_windows(
     b = torch.arange(side, device=device).repeat(side)
     key_y = ty[:, None] * tile + a[None]  # padded coordinates [T, S]
     key_x = tx[:, None] * tile + b[None]
-    key_index = key_y * key_w + key_x
     real_y, real_x = key_y - margin, key_x - margin
     inside = (real_y >= 0) & (real_y < height) & (real_x >= 0) & (real_x < width)
     key_cell = torch.where(inside, real_y * width + real_x, 0)
@@ -82,7 +76,7 @@ def tile_windows(
         margin,
         (key_h, key_w),
         (tiles_y * tile, tiles_x * tile),
-        key_index,
+        len(ty),
         key_cell,
         outside,
         query_slot,

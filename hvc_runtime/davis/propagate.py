@@ -1,0 +1,29 @@
+"""Propagate one sequence of a DAVIS-format dataset from its annotations, into result PNGs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hvc_runtime.davis.dataset import DavisDataset
+from hvc_runtime.io.frames import ImageFolderSource
+from hvc_runtime.io.masks import read_mask
+from hvc_runtime.pipeline import ProgressCallback, SegmentationSummary, segment_video
+from hvc_runtime.segmenter import Segmenter
+
+
+def propagate_sequence(
+    dataset: DavisDataset,
+    name: str,
+    segmenter: Segmenter,
+    results: Path,
+    all_annotations: bool = False,
+    on_frame: ProgressCallback | None = None,
+) -> SegmentationSummary:
+    """Masks for every frame of `name` in `results/name`, from its first annotation (DAVIS
+    semi-supervised protocol) or from every annotation file (YouTube-VOS protocol)."""
+    source = ImageFolderSource(dataset.frames_dir(name))
+    files = dataset.annotation_files(name)
+    given = files if all_annotations else files[:1]
+    index = {frame.stem: k for k, frame in enumerate(source.files)}
+    masks = {index[f.stem]: read_mask(f) for f in given if f.stem in index}
+    return segment_video(source, masks, segmenter, results / name, None, on_frame)
