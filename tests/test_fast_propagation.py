@@ -77,6 +77,9 @@ def test_late_objects_and_more_than_20_ids_match():
     assert_same(run(reference_prop, features, given), run(fast_prop, features, given))
     assert len(fast_prop.references) == 3
     assert fast_prop.num_channels == 29
+    store = fast_prop.references[0].store_slots  # one feature store for all three references
+    assert all(ref.store_slots is store for ref in fast_prop.references)
+    assert store.slots.shape[2] <= cfg.context_size
 
 
 # bf16 keeps 8 mantissa bits: many scores tie exactly, and tie order is free in both top-ks
@@ -117,3 +120,15 @@ def test_expand_multiplicity_repeats_candidates_in_rank_order():
     assert got_flat.tolist() == [[10, 10, 12, 12, 12]]
     short_values, _ = expand_multiplicity(values, flat, multiplicity, 8)
     assert short_values[0, -1] == float("-inf")  # only 6 candidates exist
+
+
+def test_references_in_quick_succession_share_a_bounded_store():
+    """New objects at consecutive frames with a short context: every reference frame's context
+    is different, and the shared store must free and reuse slots in the right order."""
+    cfg = PropagationConfig(context_size=3, topk=4)
+    height, width = 9, 11
+    features = drifting_features(12, 8, height, width, seed=9)
+    given = {t: blobs(1, height, width, seed=10 + t) for t in (0, 1, 2, 5, 6)}
+    reference_prop, fast_prop = ReferencePropagator(cfg), FastPropagator(cfg, tile=4)
+    assert_same(run(reference_prop, features, given), run(fast_prop, features, given))
+    assert fast_prop.references[0].store_slots.slots.shape[2] <= cfg.context_size

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from hvc_runtime.propagation.config import PropagationConfig
 from hvc_runtime.propagation.numerics import half_aware_matmul
 from hvc_runtime.propagation.online import OnlinePropagator
-from hvc_runtime.propagation.slots import SlotMemory
+from hvc_runtime.propagation.slots import SlotMemory, SlotStore
 from hvc_runtime.propagation.window import TileWindows, tile_windows
 
 _CHUNK_BYTES = 128 * 2**20
@@ -55,6 +55,7 @@ class FastPropagator(OnlinePropagator):
     def reset(self) -> None:
         super().reset()
         self._windows: TileWindows | None = None
+        self._store: SlotStore | None = None
 
     def _new_memory(self, frame: int, channels: torch.Tensor) -> SlotMemory:
         if self._windows is None:
@@ -62,8 +63,10 @@ class FastPropagator(OnlinePropagator):
             self._windows = tile_windows(
                 height, width, self.config.radius, self.tile, channels.device
             )
-        capacity = max(1, self.config.context_size)
-        return SlotMemory(frame, channels, windows=self._windows, capacity=capacity)
+        if self._store is None:
+            capacity = max(1, self.config.context_size)
+            self._store = SlotStore(self._windows, capacity)
+        return SlotMemory(frame, channels, store_slots=self._store)
 
     def _predict(self, ref: SlotMemory, query: torch.Tensor) -> torch.Tensor:
         cfg = self.config

@@ -54,8 +54,9 @@ class OnlinePropagator(ABC):
         if new_labels is not None and new_labels.shape[0] > 0:
             labels = self._add_objects(labels, new_labels.reshape(new_labels.shape[0], -1).float())
         stored = labels if self.config.soft_labels else _one_hot_like(labels)
-        for ref in self.references:
+        for ref in self.references:  # every reference first, so shared storage is freed first
             ref.evict(self.t + 1, self.config.context_size)
+        for ref in self.references:
             if self.config.context_size > 0 or self.t == ref.frame:  # else never read again
                 ref.store(self.t, query, stored)
         return labels.reshape(-1, height, width)

@@ -1,11 +1,12 @@
 """Context features in one padded, channel-last tensor, so every window is a strided view.
 
-`SlotMemory` keeps the features of a reference's context frames in a tensor of shape
-[Hk, Wk, slots, D]: the feature grid zero-padded by the window margin (and to whole tiles), one
-slot per unique frame. The keys a query tile sees over every frame are then rows of one
-strided view, scored by a single batched matrix product with no copy. Slots are reused as frames
-leave the context, and the tensor grows geometrically up to one slot per context frame, so
-early frames score only about the slots in use.
+`SlotStore` keeps the features of the context frames in a tensor of shape [Hk, Wk, slots, D]:
+the feature grid zero-padded by the window margin (and to whole tiles), one slot per unique
+frame, shared by the contexts of every reference frame (`SlotMemory`). The keys a query tile
+sees over every frame are then rows of one strided view, scored by a single batched matrix
+product with no copy. Slots are reused as frames leave the context, and the tensor grows
+geometrically up to one slot per context frame, so early frames score only about the slots in
+use.
 """
 
 from __future__ import annotations
@@ -19,37 +20,30 @@ from hvc_runtime.propagation.window import TileWindows
 
 
 @dataclass
-class SlotMemory(ReferenceMemory):
-    """A `ReferenceMemory` whose features live in slots; `features` keeps only the reference
-    frame itself, which the long-term slot scores over the whole grid. A frame holds a slot
-    while it can fill short-term slots, the reference frame included."""
+class SlotStore:
+    """The slot tensor all references of a video share: a frame is written once, however many
+    references hold it in their context, and its slot is reused once none does."""
 
-    windows: TileWindows | None = None
-    capacity: int = 1
+    windows: TileWindows
+    capacity: int  # frames that can be held at once: one per context frame
     slots: torch.Tensor | None = None  # [Hk, Wk, allocated, D]
     slot_of: dict[int, int] = field(default_factory=dict)
+    holders: dict[int, int] = field(default_factory=dict)
 
-    def store(self, t: int, features: torch.Tensor, labels: torch.Tensor) -> None:
-        self.labels[t] = labels
-        if t == self.frame:
-            self.features[t] = features
+    def hold(self, t: int, features: torch.Tensor) -> None:
+        if t in self.slot_of:
+            self.holders[t] += 1
+            return
         slot = self._free_slot(features)
-        self.slot_of[t] = slot
-        w = self.windows
-        dim = features.shape[0]
-        grid = features.T.reshape(w.height, w.width, dim)
-        m = w.margin
+        w, m = self.windows, self.windows.margin
+        grid = features.T.reshape(w.height, w.width, features.shape[0])
         self.slots[m : m + w.height, m : m + w.width, slot] = grid
+        self.slot_of[t], self.holders[t] = slot, 1
 
-    def evict(self, t: int, context_size: int) -> None:
-        super().evict(t, context_size)
-        if t - self.frame > context_size:  # the reference frame only fills the long-term slot
-            self.slot_of.pop(self.frame, None)
-
-    def _forget(self, tau: int) -> None:
-        del self.labels[tau]
-        self.features.pop(tau, None)
-        del self.slot_of[tau]
+    def release(self, t: int) -> None:
+        self.holders[t] -= 1
+        if not self.holders[t]:
+            del self.holders[t], self.slot_of[t]
 
     def _free_slot(self, features: torch.Tensor) -> int:
         allocated = 0 if self.slots is None else self.slots.shape[2]
@@ -66,3 +60,44 @@ class SlotMemory(ReferenceMemory):
             slots[:, :, :allocated] = self.slots
         self.slots = slots
         return allocated
+
+
+@dataclass
+class SlotMemory(ReferenceMemory):
+    """A `ReferenceMemory` whose features live in the shared `SlotStore`; `features` keeps only
+    the reference frame itself, which the long-term slot scores over the whole grid. A frame is
+    held while it can fill this reference's short-term slots, the reference frame included."""
+
+    store_slots: SlotStore | None = None
+    held: set[int] = field(default_factory=set)
+
+    @property
+    def slots(self) -> torch.Tensor:
+        return self.store_slots.slots
+
+    @property
+    def slot_of(self) -> dict[int, int]:
+        """This reference's frames and their slots (other references' slots are not its own)."""
+        return {t: self.store_slots.slot_of[t] for t in self.held}
+
+    def store(self, t: int, features: torch.Tensor, labels: torch.Tensor) -> None:
+        self.labels[t] = labels
+        if t == self.frame:
+            self.features[t] = features
+        self.store_slots.hold(t, features)
+        self.held.add(t)
+
+    def evict(self, t: int, context_size: int) -> None:
+        super().evict(t, context_size)
+        if t - self.frame > context_size:  # the reference frame only fills the long-term slot
+            self._release(self.frame)
+
+    def _forget(self, tau: int) -> None:
+        del self.labels[tau]
+        self.features.pop(tau, None)
+        self._release(tau)
+
+    def _release(self, tau: int) -> None:
+        if tau in self.held:
+            self.held.discard(tau)
+            self.store_slots.release(tau)
