@@ -15,7 +15,7 @@ import torch
 from hvc_export.graph import ExportGraph, ShapeRange
 from hvc_export.onnx import export_onnx
 from hvc_export.parity import ParityReport, check_parity
-from hvc_export.tensorrt import build_engine, import_tensorrt
+from hvc_export.tensorrt import INSTALL_HINT, build_engine
 from hvc_export.torchscript import export_torchscript
 from hvc_runtime.artifacts import FORMATS, Manifest, manifest_path
 from hvc_runtime.atomic import atomic_path
@@ -24,6 +24,7 @@ from hvc_runtime.backends.tensorrt import TensorRTBackend
 from hvc_runtime.backends.torchscript import TorchScriptBackend
 from hvc_runtime.checkpoints import load_encoder
 from hvc_runtime.errors import HvcError
+from hvc_runtime.optional import require
 from hvc_runtime.provenance import library_versions
 
 
@@ -86,7 +87,7 @@ def export(request: ExportRequest) -> ExportResult:
     _check_destination(out, request.format)
     device = torch.device("cpu")
     if request.format == "trt":
-        import_tensorrt()
+        require("tensorrt", INSTALL_HINT)
         request.shapes.require_multiple_of_8()
         if not torch.cuda.is_available():
             raise HvcError(

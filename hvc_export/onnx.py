@@ -9,17 +9,14 @@ from pathlib import Path
 import torch
 
 from hvc_export.graph import ExportGraph, ShapeRange
-from hvc_runtime.errors import HvcError
+from hvc_runtime.optional import require
 
 OPSET = 18
 INPUT, OUTPUT = "frames", "features"
 
 
 def export_onnx(graph: ExportGraph, shapes: ShapeRange, max_batch: int, path: Path) -> None:
-    try:
-        import onnx
-    except ImportError as exc:
-        raise HvcError("ONNX export needs onnx and onnxscript (pip install 'hvc[onnx]')") from exc
+    onnx = require("onnx", "ONNX export needs onnx and onnxscript (pip install 'hvc[onnx]')")
     # an example of batch 2 keeps the batch dimension symbolic (size 1 would be specialised)
     example = torch.rand(2, 3, *shapes.opt)
     dims = {

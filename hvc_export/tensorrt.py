@@ -13,19 +13,12 @@ from pathlib import Path
 from hvc_export.graph import ShapeRange
 from hvc_export.onnx import INPUT
 from hvc_runtime.errors import HvcError
+from hvc_runtime.optional import require
 
 INSTALL_HINT = (
     "TensorRT is not installed: install the 'trt' extra (pip install 'hvc[trt]') on a machine "
     "with an NVIDIA GPU and the TensorRT builder libraries"
 )
-
-
-def import_tensorrt():
-    try:
-        import tensorrt
-    except ImportError as exc:
-        raise HvcError(INSTALL_HINT) from exc
-    return tensorrt
 
 
 def build_engine(
@@ -38,7 +31,7 @@ def build_engine(
     version_compatible: bool,
 ) -> str:
     """Build and serialise an engine; returns the TensorRT version used."""
-    trt = import_tensorrt()
+    trt = require("tensorrt", INSTALL_HINT)
     shapes.require_multiple_of_8()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)

@@ -9,16 +9,14 @@ import torch
 
 from hvc_runtime.artifacts import Manifest
 from hvc_runtime.errors import HvcError
+from hvc_runtime.optional import require
 
 
 class OnnxRuntimeBackend:
     def __init__(self, artifact: Path, manifest: Manifest, device: torch.device) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError as exc:
-            raise HvcError(
-                f"{artifact}: onnxruntime is not installed (pip install 'hvc[onnx]')"
-            ) from exc
+        ort = require(
+            "onnxruntime", f"{artifact}: onnxruntime is not installed (pip install 'hvc[onnx]')"
+        )
         available = ort.get_available_providers()
         if device.type == "cuda":
             if "CUDAExecutionProvider" not in available:

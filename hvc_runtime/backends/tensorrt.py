@@ -8,16 +8,12 @@ import torch
 
 from hvc_runtime.artifacts import Manifest
 from hvc_runtime.errors import HvcError
+from hvc_runtime.optional import require
 
 
 class TensorRTBackend:
     def __init__(self, artifact: Path, manifest: Manifest, device: torch.device) -> None:
-        try:
-            import tensorrt as trt
-        except ImportError as exc:
-            raise HvcError(
-                f"{artifact}: TensorRT is not installed (pip install 'hvc[trt]')"
-            ) from exc
+        trt = require("tensorrt", f"{artifact}: TensorRT is not installed (pip install 'hvc[trt]')")
         if device.type != "cuda":
             raise HvcError(f"{artifact}: TensorRT engines run on CUDA devices only, not {device}")
         built_for = manifest.device.get("compute_capability")
