@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from hvc_runtime.propagation import FastPropagator, PropagationConfig, ReferencePropagator
 from hvc_runtime.propagation.fast import expand_multiplicity
+from hvc_runtime.propagation.window import within_radius
 
 
 def drifting_features(frames, dim, height, width, seed, dtype=torch.float32):
@@ -132,3 +135,11 @@ def test_references_in_quick_succession_share_a_bounded_store():
     reference_prop, fast_prop = ReferencePropagator(cfg), FastPropagator(cfg, tile=4)
     assert_same(run(reference_prop, features, given), run(fast_prop, features, given))
     assert fast_prop.references[0].store_slots.slots.shape[2] <= cfg.context_size
+
+
+@pytest.mark.parametrize("radius", [0.1, 1.0, 2.5, 12.0, math.nextafter(12.0, 0.0), 145**0.5])
+def test_radius_test_matches_float64_square_roots(radius):
+    offsets = torch.arange(-20, 21)
+    dy, dx = offsets[:, None], offsets[None, :]
+    expected = (dy**2 + dx**2).double().sqrt() < radius
+    assert torch.equal(within_radius(dy, dx, radius), expected)

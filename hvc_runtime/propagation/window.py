@@ -16,9 +16,20 @@ import torch
 def within_radius(dy: torch.Tensor, dx: torch.Tensor, radius: float) -> torch.Tensor:
     """The official window test: Euclidean distance in cells strictly below the radius.
 
-    Evaluated in float64 on the CPU (some devices, MPS, have no float64), then moved back."""
-    squared = (dy**2 + dx**2).cpu().double()
-    return (squared.sqrt() < radius).to(dy.device)
+    Offsets are integers, so the test is `dy² + dx² ≤ n` for the largest integer n whose
+    square root is below the radius: integer arithmetic on any device (MPS has no float64),
+    no host round trip."""
+    return dy**2 + dx**2 <= _largest_square_inside(radius)
+
+
+def _largest_square_inside(radius: float) -> int:
+    """The largest integer n with sqrt(n) < radius (-1 if none), by float64 square roots."""
+    n = math.ceil(radius * radius)
+    while n >= 0 and math.sqrt(n) >= radius:
+        n -= 1
+    while math.sqrt(n + 1) < radius:
+        n += 1
+    return n
 
 
 def max_offset(radius: float) -> int:
