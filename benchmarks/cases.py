@@ -166,7 +166,9 @@ def end_to_end_rows(
             compute_fps = len(frames) / (time.perf_counter() - began)
             with tempfile.TemporaryDirectory() as out:
                 limited = _Limited(source, max_frames)
-                summary = segment_video(limited, {0: first_mask}, segmenter, Path(out) / "masks")
+                summary = segment_video(
+                    limited, {0: first_mask}, segmenter, masks_dir=Path(out) / "masks"
+                )
             rows.append(
                 {
                     "video": name,

@@ -35,11 +35,11 @@ class Variant:
 
 def export_and_load(fmt: str, folder: Path, backend_device: torch.device) -> Encode:
     """Export the encoder once per format into `folder`, load it back on `backend_device`."""
-    from hvc_export.exporter import ExportRequest, export
+    from hvc_export import ExportRequest, export
     from hvc_runtime.backends import load_backend
+    from hvc_runtime.formats import FORMATS
 
-    suffix = {"torchscript": ".pt", "onnx": ".onnx", "trt": ".engine"}[fmt]
-    path = folder / f"encoder{suffix}"
+    path = folder / f"encoder{FORMATS[fmt].suffix}"
     if not path.exists():
         export(ExportRequest(None, fmt, path))
     backend, _ = load_backend(path, backend_device)

@@ -7,14 +7,17 @@ from typing import Annotated
 
 import typer
 
-from hvc_export.exporter import ExportRequest, export
+from hvc_export.exporter import default_artifact_path, export
 from hvc_export.graph import ShapeRange, parse_shape
+from hvc_export.request import ExportRequest
 from hvc_runtime.errors import HvcError
+from hvc_runtime.formats import FORMATS
 from hvc_runtime.io.frames import open_frames
+from hvc_runtime.precision import EXPORT_PRECISIONS
 from hvc_runtime.terminal import console, user_errors
 
 app = typer.Typer(add_completion=False, help="Export the HVC encoder for deployment.")
-SUFFIXES = {"torchscript": ".pt", "onnx": ".onnx", "trt": ".engine"}
+FORMAT_HELP = "; ".join(f"{s.name} ({s.suffix}): {s.description}" for s in FORMATS.values())
 
 
 @app.command()
@@ -22,11 +25,11 @@ def main(
     checkpoint: Annotated[
         Path | None, typer.Argument(help="Encoder checkpoint (.safetensors or official .pth).")
     ] = None,
-    format: Annotated[str, typer.Option("--format", help="torchscript, onnx or trt.")] = "onnx",
+    format: Annotated[str, typer.Option("--format", help=FORMAT_HELP)] = "onnx",
     out: Annotated[
         Path | None, typer.Option(help="Artifact path (default: beside the checkpoint).")
     ] = None,
-    precision: Annotated[str, typer.Option(help="fp32 or fp16.")] = "fp32",
+    precision: Annotated[str, typer.Option(help=" or ".join(EXPORT_PRECISIONS))] = "fp32",
     moco: Annotated[
         Path | None, typer.Option(help="MoCo-v1 ResNet-50 .pth: one fused 1280-d graph.")
     ] = None,
@@ -41,6 +44,9 @@ def main(
     force: Annotated[
         bool, typer.Option(help="Write even if parity fails (recorded in the manifest).")
     ] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace an existing artifact (never the source checkpoint).")
+    ] = False,
     workspace_gb: Annotated[float, typer.Option(help="TensorRT workspace limit.")] = 4.0,
     timing_cache: Annotated[
         Path | None, typer.Option(help="TensorRT timing cache file (reused).")
@@ -49,14 +55,13 @@ def main(
         bool, typer.Option(help="TensorRT engine runnable by the lean runtime / later versions.")
     ] = False,
 ) -> None:
-    """Export CHECKPOINT (default: the shipped encoder) and verify it against PyTorch."""
+    """Export CHECKPOINT (default: the default encoder) and verify it against PyTorch."""
     with user_errors():
         shapes = ShapeRange(parse_shape(min_shape), parse_shape(opt_shape), parse_shape(max_shape))
         if max_batch < 1:
             raise HvcError(f"--max-batch {max_batch}: must be at least 1")
         if out is None:
-            stem = checkpoint.with_suffix("") if checkpoint else Path("hvc-encoder")
-            out = Path(f"{stem}-{precision}{SUFFIXES.get(format, '')}")
+            out = default_artifact_path(checkpoint, format, precision)
         frames = None
         if parity_frames is not None:
             frames = [
@@ -72,6 +77,7 @@ def main(
             max_batch=max_batch,
             parity_frames=frames,
             force=force,
+            overwrite=overwrite,
             workspace_bytes=int(workspace_gb * (1 << 30)),
             timing_cache=timing_cache,
             version_compatible=version_compatible,

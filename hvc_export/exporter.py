@@ -1,47 +1,43 @@
 """Checkpoint → verified artifact + manifest. Nothing is left under the final name unless the
 artifact loaded back and passed its parity check (or `force` was asked, which records the failure).
+
+One exporter per format (`EXPORTERS`), keyed like the runtime's format table
+(`hvc_runtime.formats.FORMATS`), which also names the runtime that loads the artifact back.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from hvc_export.graph import ExportGraph, ShapeRange
 from hvc_export.onnx import export_onnx
 from hvc_export.parity import ParityReport, check_parity
-from hvc_export.tensorrt import INSTALL_HINT, build_engine
+from hvc_export.request import ExportRequest
+from hvc_export.tensorrt import check_tensorrt_request, export_tensorrt
 from hvc_export.torchscript import export_torchscript
-from hvc_runtime.artifacts import FORMATS, Manifest, manifest_path
+from hvc_runtime.artifacts import Manifest, manifest_path
 from hvc_runtime.atomic import atomic_path
-from hvc_runtime.backends.onnxruntime import OnnxRuntimeBackend
-from hvc_runtime.backends.tensorrt import TensorRTBackend
-from hvc_runtime.backends.torchscript import TorchScriptBackend
 from hvc_runtime.checkpoints import load_encoder
-from hvc_runtime.errors import HvcError
-from hvc_runtime.optional import require
+from hvc_runtime.errors import HvcError, OptionError
+from hvc_runtime.formats import FORMATS, format_spec
+from hvc_runtime.precision import EXPORT_PRECISIONS, dtype_of
 from hvc_runtime.provenance import library_versions
 
-
-@dataclass
-class ExportRequest:
-    checkpoint: Path | None
-    format: str
-    out: Path
-    precision: str = "fp32"
-    moco: Path | None = None
-    shapes: ShapeRange = field(default_factory=ShapeRange)
-    max_batch: int = 8
-    parity_frames: list[np.ndarray] | None = None
-    force: bool = False
-    workspace_bytes: int = 4 << 30
-    timing_cache: Path | None = None
-    version_compatible: bool = False
+# each writes the artifact to a path and returns what it adds to the manifest
+Exporter = Callable[[ExportGraph, ExportRequest, Path], dict]
+EXPORTERS: dict[str, Exporter] = {
+    "torchscript": export_torchscript,
+    "onnx": export_onnx,
+    "trt": export_tensorrt,
+}
+CHECKS: dict[str, Callable[[ExportRequest], None]] = {"trt": check_tensorrt_request}
+assert EXPORTERS.keys() == FORMATS.keys(), "every format in the table needs an exporter"
 
 
 @dataclass
@@ -49,6 +45,12 @@ class ExportResult:
     artifact: Path
     manifest: Manifest
     report: ParityReport
+
+
+def default_artifact_path(checkpoint: Path | None, fmt: str, precision: str) -> Path:
+    """`<checkpoint stem>-<precision><suffix>` beside the checkpoint (or `hvc-encoder-...`)."""
+    stem = checkpoint.with_suffix("") if checkpoint else Path("hvc-encoder")
+    return Path(f"{stem}-{precision}{format_spec(fmt).suffix}")
 
 
 def _sha256(path: Path | None) -> str:
@@ -61,43 +63,39 @@ def _sha256(path: Path | None) -> str:
     return digest.hexdigest()
 
 
-def _check_destination(out: Path, fmt: str) -> None:
-    if fmt not in FORMATS:
-        raise HvcError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
+def _same_file(a: Path, b: Path | None) -> bool:
+    return b is not None and a.exists() and b.exists() and os.path.samefile(a, b)
+
+
+def _check_destination(request: ExportRequest) -> None:
+    """Refuse to write over the source (ever) or over an existing artifact (unless asked)."""
+    out = Path(request.out)
     if not out.parent.is_dir():
         raise HvcError(f"{out}: folder {out.parent} does not exist")
     if not os.access(out.parent, os.W_OK):
         raise HvcError(f"{out}: folder {out.parent} is not writable")
-
-
-def parity_sizes(shapes: ShapeRange) -> list[tuple[int, int]]:
-    """Two sizes inside the range: a multiple of 8 and one that is not."""
-
-    def clamp(size: tuple[int, int]) -> tuple[int, int]:
-        return (
-            min(max(size[0], shapes.min[0]), shapes.max[0]),
-            min(max(size[1], shapes.min[1]), shapes.max[1]),
-        )
-
-    return list(dict.fromkeys([clamp((240, 432)), clamp((181, 323))]))
+    for target in (out, manifest_path(out)):
+        for source in (request.checkpoint, request.moco):
+            if _same_file(target, source):
+                raise HvcError(f"{target}: is the source checkpoint; choose another output path")
+        if target.exists() and not request.overwrite:
+            raise HvcError(f"{target}: already exists", remedy="overwrite")
 
 
 def export(request: ExportRequest) -> ExportResult:
     out = Path(request.out)
-    _check_destination(out, request.format)
-    device = torch.device("cpu")
-    if request.format == "trt":
-        require("tensorrt", INSTALL_HINT)
-        request.shapes.require_multiple_of_8()
-        if not torch.cuda.is_available():
-            raise HvcError(
-                "--format trt: TensorRT engines need an NVIDIA GPU, none is visible here"
-            )
-        device = torch.device("cuda")
-    loaded = load_encoder(request.checkpoint, request.moco)
+    spec = format_spec(request.format)
+    dtype_of(request.precision, EXPORT_PRECISIONS)
+    _check_destination(request)
+    if request.format in CHECKS:
+        CHECKS[request.format](request)
+    device = torch.device("cuda" if spec.needs_cuda else "cpu")
+    if spec.needs_cuda and not torch.cuda.is_available():
+        raise OptionError("format", spec.name, "needs an NVIDIA GPU, none is visible here")
+    loaded = load_encoder(request.checkpoint, moco=request.moco)
     graph = ExportGraph(loaded.encoder, request.precision)
     manifest = Manifest(
-        format=request.format,
+        format=spec.name,
         precision=request.precision,
         feature_dim=loaded.encoder.feature_dim,
         shape_range=request.shapes.as_dict(),
@@ -115,31 +113,11 @@ def export(request: ExportRequest) -> ExportResult:
         },
     )
     staging = out.with_name(f".{out.name}.partial")
-    onnx_staging = out.with_name(f".{out.name}.partial.onnx")
     try:
-        if request.format == "torchscript":
-            export_torchscript(graph, torch.rand(1, 3, *request.shapes.opt), staging)
-            backend = TorchScriptBackend(staging, manifest, device)
-        elif request.format == "onnx":
-            export_onnx(graph, request.shapes, request.max_batch, staging)
-            backend = OnnxRuntimeBackend(staging, manifest, device)
-        else:
-            export_onnx(graph, request.shapes, request.max_batch, onnx_staging)
-            manifest.versions["tensorrt"] = build_engine(
-                onnx_staging,
-                staging,
-                request.shapes,
-                request.max_batch,
-                request.workspace_bytes,
-                request.timing_cache,
-                request.version_compatible,
-            )
-            manifest.device = {
-                "name": torch.cuda.get_device_name(device),
-                "compute_capability": ".".join(map(str, torch.cuda.get_device_capability(device))),
-                "version_compatible": request.version_compatible,
-            }
-            backend = TensorRTBackend(staging, manifest, device)
+        extras = EXPORTERS[spec.name](graph, request, staging)
+        manifest.versions.update(extras.get("versions", {}))
+        manifest.device = extras.get("device", {})
+        backend = spec.load_backend_class()(staging, manifest, device)
         report = check_parity(
             loaded.encoder,
             backend,
@@ -150,12 +128,24 @@ def export(request: ExportRequest) -> ExportResult:
         manifest.parity = report.as_dict()
         if not report.passed and not request.force:
             raise HvcError(
-                f"{out}: parity check failed ({report.summary()}); nothing written (--force writes it anyway)"
+                f"{out}: parity check failed ({report.summary()}); nothing written",
+                remedy="force",
             )
-        with atomic_path(manifest_path(out)) as tmp:
+        with atomic_path(manifest_path(out)) as tmp:  # the manifest appears with the artifact
             tmp.write_text(manifest.to_json())
-        os.replace(staging, out)
+            os.replace(staging, out)
     finally:
         staging.unlink(missing_ok=True)
-        onnx_staging.unlink(missing_ok=True)
     return ExportResult(out, manifest, report)
+
+
+def parity_sizes(shapes: ShapeRange) -> list[tuple[int, int]]:
+    """Two sizes inside the range: a multiple of 8 and one that is not."""
+
+    def clamp(size: tuple[int, int]) -> tuple[int, int]:
+        return (
+            min(max(size[0], shapes.min[0]), shapes.max[0]),
+            min(max(size[1], shapes.min[1]), shapes.max[1]),
+        )
+
+    return list(dict.fromkeys([clamp((240, 432)), clamp((181, 323))]))

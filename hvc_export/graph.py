@@ -15,16 +15,13 @@ from torch import nn
 
 from hvc_runtime.encoders import InferenceEncoder
 from hvc_runtime.errors import HvcError
-
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16}
+from hvc_runtime.precision import EXPORT_PRECISIONS, dtype_of
 
 
 class ExportGraph(nn.Module):
     def __init__(self, encoder: InferenceEncoder, precision: str = "fp32") -> None:
         super().__init__()
-        if precision not in PRECISIONS:
-            raise HvcError(f"--precision {precision}: exports are fp32 or fp16")
-        self.dtype = PRECISIONS[precision]
+        self.dtype = dtype_of(precision, EXPORT_PRECISIONS)
         self.encoder = copy.deepcopy(encoder).eval().to(self.dtype)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:

@@ -8,15 +8,17 @@ from pathlib import Path
 
 import torch
 
-from hvc_export.graph import ExportGraph, ShapeRange
+from hvc_export.graph import ExportGraph
+from hvc_export.request import ExportRequest
 from hvc_runtime.optional import require
 
 OPSET = 18
 INPUT, OUTPUT = "frames", "features"
 
 
-def export_onnx(graph: ExportGraph, shapes: ShapeRange, max_batch: int, path: Path) -> None:
+def export_onnx(graph: ExportGraph, request: ExportRequest, path: Path) -> dict:
     onnx = require("onnx", "ONNX export needs onnx and onnxscript (pip install 'hvc[onnx]')")
+    shapes, max_batch = request.shapes, request.max_batch
     # an example of batch 2 keeps the batch dimension symbolic (size 1 would be specialised)
     example = torch.rand(2, 3, *shapes.opt)
     dims = {
@@ -40,3 +42,4 @@ def export_onnx(graph: ExportGraph, shapes: ShapeRange, max_batch: int, path: Pa
             verbose=False,
         )
     onnx.checker.check_model(str(path), full_check=True)
+    return {}

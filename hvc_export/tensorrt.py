@@ -10,8 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hvc_export.graph import ShapeRange
-from hvc_export.onnx import INPUT
+import torch
+
+from hvc_export.graph import ExportGraph, ShapeRange
+from hvc_export.onnx import INPUT, export_onnx
+from hvc_export.request import ExportRequest
 from hvc_runtime.errors import HvcError
 from hvc_runtime.optional import require
 
@@ -19,6 +22,40 @@ INSTALL_HINT = (
     "TensorRT is not installed: install the 'trt' extra (pip install 'hvc[trt]') on a machine "
     "with an NVIDIA GPU and the TensorRT builder libraries"
 )
+
+
+def check_tensorrt_request(request: ExportRequest) -> None:
+    """What can be refused before any work: no TensorRT, or shapes an engine cannot take."""
+    require("tensorrt", INSTALL_HINT)
+    request.shapes.require_multiple_of_8()
+
+
+def export_tensorrt(graph: ExportGraph, request: ExportRequest, path: Path) -> dict:
+    """ONNX first (a temporary file beside the engine), then the engine built from it; returns
+    the manifest's TensorRT version and the GPU the engine is bound to."""
+    onnx_path = path.with_name(f"{path.name}.onnx")
+    try:
+        export_onnx(graph, request, onnx_path)
+        version = build_engine(
+            onnx_path,
+            path,
+            request.shapes,
+            request.max_batch,
+            request.workspace_bytes,
+            request.timing_cache,
+            request.version_compatible,
+        )
+    finally:
+        onnx_path.unlink(missing_ok=True)
+    device = torch.device("cuda")
+    return {
+        "versions": {"tensorrt": version},
+        "device": {
+            "name": torch.cuda.get_device_name(device),
+            "compute_capability": ".".join(map(str, torch.cuda.get_device_capability(device))),
+            "version_compatible": request.version_compatible,
+        },
+    }
 
 
 def build_engine(
@@ -32,7 +69,6 @@ def build_engine(
 ) -> str:
     """Build and serialise an engine; returns the TensorRT version used."""
     trt = require("tensorrt", INSTALL_HINT)
-    shapes.require_multiple_of_8()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)

@@ -8,9 +8,13 @@ from pathlib import Path
 import torch
 
 from hvc_export.graph import ExportGraph
+from hvc_export.request import ExportRequest
+from hvc_runtime.backends.torchscript import quiet_jit
 
 
-def export_torchscript(graph: ExportGraph, example: torch.Tensor, path: Path) -> None:
-    with torch.inference_mode(False), torch.no_grad():
+def export_torchscript(graph: ExportGraph, request: ExportRequest, path: Path) -> dict:
+    example = torch.rand(1, 3, *request.shapes.opt)
+    with torch.inference_mode(False), torch.no_grad(), quiet_jit():
         traced = torch.jit.trace(graph, example, check_trace=False)
-    traced.save(str(path))
+        traced.save(str(path))
+    return {}

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from hvc_runtime.errors import HvcError
+from hvc_runtime.formats import FORMATS
 
 MANIFEST_VERSION = 1
-FORMATS = ("torchscript", "onnx", "trt")
 INPUT_CONTRACT = {
     "name": "frames",
     "layout": "NCHW",

@@ -8,6 +8,9 @@ metadata holds a JSON header describing the architecture, normalisation and prov
 from __future__ import annotations
 
 import json
+import pickle
+import re
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,7 @@ from hvc_runtime.encoders import (
     StrideEightResNet,
 )
 from hvc_runtime.errors import HvcError
+from hvc_runtime.formats import ARTIFACT_SUFFIXES
 
 FORMAT_VERSION = 1
 HEADER_KEY = "hvc"
@@ -60,14 +64,37 @@ class LoadedEncoder:
     trained: bool
 
 
+_ARTIFACT_HINT = "an exported artifact needs the manifest hvc-export writes beside it"
+
+
+def _load_failure(path: Path, exc: Exception) -> HvcError:
+    """Why torch.load refused a file, in one line, without torch's advice to unpickle it."""
+    text = str(exc)
+    if "TorchScript" in text:
+        return HvcError(f"{path}: a TorchScript file without its manifest; {_ARTIFACT_HINT}")
+    pickled = re.search(r"GLOBAL ([\w.]+)", text)
+    if pickled:
+        return HvcError(
+            f"{path}: holds pickled Python objects ({pickled[1]}), not plain weights; hvc never "
+            "unpickles files (it can run arbitrary code): save the model's state_dict() instead"
+        )
+    if isinstance(exc, pickle.UnpicklingError) or "weights_only" in text:
+        return HvcError(f"{path}: not a loadable PyTorch weights file")
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return HvcError(f"{path}: not a loadable PyTorch weights file ({first})")
+
+
 def _read_official(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix in ARTIFACT_SUFFIXES - {".pt"} and path.is_file():
+        raise HvcError(f"{path}: no manifest {path.name}.json; {_ARTIFACT_HINT}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns before refusing a TorchScript file
+            warnings.filterwarnings("ignore", message=".*TorchScript archive")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError as exc:
         raise HvcError(f"{path}: checkpoint not found") from exc
     except Exception as exc:  # torch raises many types for corrupt or unsafe files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise HvcError(f"{path}: not a loadable weights-only checkpoint ({first})") from exc
+        raise _load_failure(path, exc) from exc
     for wrapper in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
             obj = obj[wrapper]
@@ -110,7 +137,19 @@ def load_trunk_weights(
                 f"{source}: wrong shape for {key}: {tuple(value.shape)}, "
                 f"expected {tuple(own[key].shape)} for {trunk.arch}"
             )
+        _check_values(source, key, value)
     trunk.load_state_dict(state, strict=False)
+
+
+def _check_values(source: Path, key: str, value: torch.Tensor) -> None:
+    """Weights that load but cannot give sane features: NaN/inf, or a negative variance."""
+    if not value.is_floating_point():
+        return
+    if not torch.isfinite(value).all():
+        bad = int((~torch.isfinite(value)).sum())
+        raise HvcError(f"{source}: {key} holds {bad} non-finite values (NaN or inf)")
+    if key.endswith("running_var") and (value < 0).any():
+        raise HvcError(f"{source}: {key} holds negative variances; the checkpoint is corrupt")
 
 
 def _preview(keys: list[str], limit: int = 4) -> str:
@@ -175,6 +214,7 @@ def replay_official_dims_probe(trunk: StrideEightResNet) -> None:
 
 def load_encoder(
     checkpoint: Path | None = None,
+    *,
     moco: Path | None = None,
     official_bn_drift: bool = False,
 ) -> LoadedEncoder:

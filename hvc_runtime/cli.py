@@ -1,10 +1,13 @@
-"""`hvc-run` and `hvc-eval`: thin command lines over the Python API."""
+"""`hvc-run` and `hvc-eval`: thin command lines over the Python API.
+
+Their encoder and propagation options are generated from `Segmenter.from_checkpoint` and
+`PropagationConfig` (`cli_options`), so names, types and defaults live in the API alone.
+"""
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -18,17 +21,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from hvc_runtime.artifacts import manifest_path
-from hvc_runtime.atomic import atomic_path
-from hvc_runtime.backends import (
-    ARTIFACT_BACKENDS,
-    BACKENDS,
-    TORCH_BACKENDS,
-    EncoderBackend,
-    load_backend,
-)
-from hvc_runtime.backends.torch_module import TorchBackend
-from hvc_runtime.checkpoints import load_encoder
+from hvc_runtime.backends import TORCH_BACKENDS
+from hvc_runtime.cli_options import OptionGroup, api_command
 from hvc_runtime.davis.dataset import DavisDataset
 from hvc_runtime.davis.evaluation import Evaluation, evaluate
 from hvc_runtime.davis.propagate import propagate_sequence
@@ -39,137 +33,67 @@ from hvc_runtime.distributed import (
     broadcast_from_main,
     gather_objects,
     init_from_env,
+    rank_device,
     shutdown,
 )
 from hvc_runtime.errors import HvcError
+from hvc_runtime.formats import FORMATS
+from hvc_runtime.interrupts import Interrupted
 from hvc_runtime.io.frames import ImageFolderSource, open_frames
 from hvc_runtime.io.masks import read_mask
+from hvc_runtime.io.results import ResultFolder
 from hvc_runtime.pipeline import SegmentationSummary, segment_video
-from hvc_runtime.precision import DTYPES
-from hvc_runtime.propagation import PROPAGATORS, PropagationConfig
+from hvc_runtime.propagation import PropagationConfig
 from hvc_runtime.segmenter import Segmenter
-from hvc_runtime.terminal import console, user_errors
+from hvc_runtime.terminal import console, flag_name
 
 EVAL_TIMEOUT = timedelta(hours=12)  # ranks wait for the slowest shard before scoring
+RUN_OUTPUTS = ("masks", "overlay.mp4")
+FLAGS = {"context_size": "--context", "short_side": "--size"}
+SEGMENTER = OptionGroup(
+    Segmenter.from_checkpoint,
+    help={
+        "checkpoint": "Encoder: hvc .safetensors, official .pth, or an hvc-export artifact "
+        "(default: the default encoder).",
+        "device": "auto, cpu, cuda, cuda:N or mps.",
+        "precision": "fp32, fp16 or bf16 (features and affinities).",
+        "backend": f"Encoder runtime: auto, {', '.join(TORCH_BACKENDS)} (checkpoints), or "
+        f"{', '.join(spec.runtime for spec in FORMATS.values())} (exported artifacts; auto "
+        "reads the artifact's manifest).",
+        "mode": "Propagation: fast (local windows) or reference (dense official layout); "
+        "same masks.",
+        "short_side": "Resize frames so the short side is SIZE before encoding (default: native).",
+        "moco": "Official MoCo-v1 ResNet-50 .pth to fuse (1280-d features, λ=1.05).",
+        "official_bn_drift": "Replay the official loader's train-mode dummy forward, which "
+        "shifts BatchNorm statistics (an official bug; needed to reproduce official masks).",
+    },
+    skip=frozenset({"config"}),
+)
+PROPAGATION = OptionGroup(PropagationConfig, build=lambda values: PropagationConfig(**values))
+
 run_app = typer.Typer(add_completion=False, help="Segment and track objects through a video.")
 eval_app = typer.Typer(
     add_completion=False, help="DAVIS J&F of result masks, optionally after running."
 )
 
-Checkpoint = Annotated[
-    Path | None,
-    typer.Option(
-        help="Encoder: hvc .safetensors, official .pth, or an hvc-export artifact (default: shipped)."
-    ),
-]
-Moco = Annotated[
-    Path | None,
-    typer.Option(help="Official MoCo-v1 ResNet-50 .pth to fuse (1280-d features, λ=1.05)."),
-]
-Device = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
-Size = Annotated[
-    int | None,
-    typer.Option(help="Resize frames so the short side is SIZE before encoding (default: native)."),
-]
-PrecisionOpt = Annotated[str, typer.Option(help="fp32, fp16 or bf16 (features and affinities).")]
-Context = Annotated[int, typer.Option(help="Short-term context frames.")]
-TopK = Annotated[int, typer.Option(help="Top-k candidates per position.")]
-Temperature = Annotated[float, typer.Option(help="Softmax temperature.")]
-Radius = Annotated[float, typer.Option(help="Window radius (feature cells) for short-term frames.")]
-PadContext = Annotated[
-    bool, typer.Option(help="Official padding of the context with copies of the reference frame.")
-]
-SoftLabels = Annotated[bool, typer.Option(help="Keep soft label maps in memory (official).")]
-Mode = Annotated[
-    str,
-    typer.Option(
-        help="Propagation: fast (local windows) or reference (dense official layout); same masks."
-    ),
-]
-Backend = Annotated[
-    str,
-    typer.Option(
-        help="Encoder runtime: auto, torch, torch-compile (checkpoints), or torchscript, "
-        "onnxruntime, tensorrt (exported artifacts; auto reads the artifact's manifest)."
-    ),
-]
-OfficialBnDrift = Annotated[
-    bool,
-    typer.Option(
-        help="Replay the official loader's train-mode dummy forward, which shifts BatchNorm "
-        "statistics (an official bug; needed to reproduce official masks exactly)."
-    ),
-]
 
-
-def build_segmenter(
-    checkpoint: Path | None,
-    moco: Path | None,
-    device: str,
-    size: int | None,
-    precision: str,
-    config: PropagationConfig,
-    mode: str = "fast",
-    official_bn_drift: bool = False,
-    backend: str = "auto",
-) -> Segmenter:
-    if precision not in DTYPES:
-        raise HvcError(f"--precision {precision}: choose one of {', '.join(DTYPES)}")
-    if mode not in PROPAGATORS:
-        raise HvcError(f"--mode {mode}: choose one of {', '.join(PROPAGATORS)}")
-    if backend not in BACKENDS:
-        raise HvcError(f"--backend {backend}: choose one of {', '.join(BACKENDS)}")
-    if size is not None and size < 8:
-        raise HvcError(f"--size {size}: the short side must be at least 8 pixels")
-    target = resolve_device(device)
-    if checkpoint is not None and manifest_path(checkpoint).is_file():
-        encoder, description, style = _artifact_encoder(
-            checkpoint, moco, official_bn_drift, backend, target
-        )
-    else:
-        if backend not in ("auto", *TORCH_BACKENDS):
-            raise HvcError(
-                f"--backend {backend} runs an exported encoder: export one with hvc-export "
-                "and pass it as --checkpoint"
-            )
-        loaded = load_encoder(checkpoint, moco, official_bn_drift)
-        compiled = backend == "torch-compile"
-        encoder = TorchBackend(loaded.encoder, target, precision, compile=compiled)
-        description = loaded.description + (" (torch.compile)" if compiled else "")
-        style = "" if loaded.trained else "[yellow]warning:[/] "
-    console.print(f"{style}encoder: {escape(description)}", highlight=False)
+def build_segmenter(options: dict, config: PropagationConfig) -> Segmenter:
+    """`Segmenter.from_checkpoint` with the options, saying which encoder it loaded."""
+    segmenter = Segmenter.from_checkpoint(config=config, **options)
+    source = segmenter.source
+    style = (
+        ""
+        if source.trusted
+        else "[yellow]warning:[/] " + (f"{source.caveat}, " if source.caveat else "")
+    )
+    console.print(f"{style}encoder: {escape(source.description)}", highlight=False)
     console.print(
-        f"device: {target}, precision: {precision}, size: {size or 'native'}, mode: {mode}",
+        f"device: {segmenter.device}, precision: {segmenter.precision}, "
+        f"size: {segmenter.short_side or 'native'}, mode: {segmenter.mode}",
         highlight=False,
         markup=False,
     )
-    return Segmenter(encoder, config, target, precision, size, mode)  # type: ignore[arg-type]
-
-
-def _artifact_encoder(
-    artifact: Path, moco: Path | None, official_bn_drift: bool, backend: str, target
-) -> tuple[EncoderBackend, str, str]:
-    """An exported encoder; its manifest picks the runtime, which --backend may only confirm."""
-    if moco is not None:
-        raise HvcError(f"{artifact}: an exported artifact already fixes its features; drop --moco")
-    if official_bn_drift:
-        raise HvcError(
-            f"{artifact}: an exported artifact already fixes its weights; drop --official-bn-drift"
-        )
-    encoder, manifest = load_backend(artifact, target)
-    runtime = ARTIFACT_BACKENDS[manifest.format]
-    if backend not in ("auto", runtime):
-        raise HvcError(f"{artifact}: a {manifest.format} artifact runs on {runtime}, not {backend}")
-    description = f"{manifest.format} {manifest.precision} artifact {artifact} on {runtime}"
-    style = "" if manifest.parity.get("passed") else "[yellow]warning:[/] parity failed, "
-    return encoder, description, style
-
-
-def make_config(context: int, topk: int, temperature: float, radius: float, pad: bool, soft: bool):
-    try:
-        return PropagationConfig(context, topk, temperature, radius, pad, soft)
-    except ValueError as exc:
-        raise HvcError(f"propagation settings: {exc}") from exc
+    return segmenter
 
 
 @contextmanager
@@ -185,34 +109,13 @@ def _progress(description: str, total: int | None) -> Iterator[Callable[[int], N
         yield lambda done: progress.update(task, completed=done)
 
 
-def _prepare_output(out: Path, overwrite: bool, replaceable: frozenset[str] = frozenset()) -> None:
-    """Create `out`; refuse a folder holding anything but a previous result (`replaceable`)."""
-    if out.exists() and not out.is_dir():
-        raise HvcError(f"{out}: output path exists and is not a folder")
-    others = [p.name for p in out.iterdir() if p.name not in replaceable] if out.is_dir() else []
-    if others and not overwrite:
-        raise HvcError(
-            f"{out}: output folder already holds other files ({', '.join(sorted(others)[:3])}); "
-            "choose an empty one or pass --overwrite"
-        )
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise HvcError(f"{out}: cannot create the output folder ({exc.strerror})") from exc
-    if not os.access(out, os.W_OK):
-        raise HvcError(f"{out}: output folder is not writable")
-
-
-RUN_OUTPUTS = frozenset({"masks", "overlay.mp4", "summary.json"})
-
-
 def _first_mask(mask_path: Path, height: int, width: int, resize_mask: bool) -> np.ndarray:
     mask = read_mask(mask_path)
     if mask.shape != (height, width):
         if not resize_mask:
             raise HvcError(
                 f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but the video is "
-                f"{width}x{height}; pass --resize-mask to scale it (nearest neighbour)"
+                f"{width}x{height}; --resize-mask scales it (nearest neighbour)"
             )
         mask = cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
     if not mask.any():
@@ -220,12 +123,8 @@ def _first_mask(mask_path: Path, height: int, width: int, resize_mask: bool) -> 
     return mask
 
 
-def _write_json(path: Path, payload: dict) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2))
-
-
 @run_app.command()
+@api_command(FLAGS, segmenter=SEGMENTER, propagation=PROPAGATION)
 def run(
     video: Annotated[Path | None, typer.Argument(help="Video file or folder of frames.")] = None,
     mask: Annotated[
@@ -234,93 +133,101 @@ def run(
     out: Annotated[
         Path | None, typer.Option(help="Output folder (default: hvc_out/<video name>).")
     ] = None,
-    checkpoint: Checkpoint = None,
-    moco: Moco = None,
-    device: Device = "auto",
-    size: Size = None,
-    precision: PrecisionOpt = "fp32",
     resize_mask: Annotated[
         bool, typer.Option(help="Scale a mask of another size to the video.")
     ] = False,
     overlay: Annotated[bool, typer.Option(help="Also write overlay.mp4.")] = True,
     overwrite: Annotated[
-        bool, typer.Option(help="Write into a folder that already holds files.")
+        bool,
+        typer.Option(
+            help="Write into a folder that holds other files (an earlier hvc-run result there "
+            "is always replaced; inputs of the run never are)."
+        ),
+    ] = False,
+    allow_partial: Annotated[
+        bool, typer.Option(help="Keep the frames of a video that stops decoding early.")
     ] = False,
     demo: Annotated[
         bool, typer.Option(help="Run the embedded demo clip (the default with no VIDEO).")
     ] = False,
-    context: Context = 50,
-    topk: TopK = 15,
-    temperature: Temperature = 0.1,
-    radius: Radius = 12.0,
-    pad_context: PadContext = True,
-    soft_labels: SoftLabels = True,
-    mode: Mode = "fast",
-    backend: Backend = "auto",
-    official_bn_drift: OfficialBnDrift = False,
+    *,
+    segmenter: dict,
+    propagation: PropagationConfig,
 ) -> None:
     """Segment VIDEO from the objects in MASK (first frame); writes palette PNGs and an overlay."""
-    with user_errors():
-        if demo or video is None:
-            if video is not None or mask is not None:
-                raise HvcError("--demo takes no VIDEO or MASK")
-            video, mask = demo_inputs()
-            console.print(
-                f"demo: generated clip {video} with first-frame mask {mask}",
-                highlight=False,
-                markup=False,
-            )
-        elif mask is None:
-            raise HvcError(f"{video}: a first-frame MASK is required (hvc-run VIDEO MASK)")
-        source = open_frames(video)
-        first = _first_mask(mask, source.height, source.width, resize_mask)
-        out = (
-            out
-            if out is not None
-            else Path("hvc_out") / (video.stem if video.is_file() else video.name)
-        )
-        config = make_config(context, topk, temperature, radius, pad_context, soft_labels)
-        segmenter = build_segmenter(
-            checkpoint, moco, device, size, precision, config, mode, official_bn_drift, backend
-        )
-        _prepare_output(out, overwrite, RUN_OUTPUTS)
-        with _progress(f"segmenting {video.name}", len(source)) as advance:
-            overlay_path = out / "overlay.mp4" if overlay else None
-            summary = segment_video(
-                source, {0: first}, segmenter, out / "masks", overlay_path, advance
-            )
-        _write_json(out / "summary.json", _summary_payload(summary, video, mask, segmenter))
+    if demo or video is None:
+        if video is not None or mask is not None:
+            raise HvcError("--demo takes no VIDEO or MASK")
+        video, mask = demo_inputs()
         console.print(
-            f"{summary.frames} frames, objects {summary.object_ids}, {summary.seconds:.1f} s "
-            f"({summary.seconds_per_frame:.3f} s/frame)\nmasks: {summary.masks_dir}/"
-            + (f"\noverlay: {summary.overlay}" if summary.overlay else "")
-            + f"\nsummary: {out / 'summary.json'}",
+            f"demo: generated clip {video} with first-frame mask {mask}",
             highlight=False,
             markup=False,
         )
+    elif mask is None:
+        raise HvcError(f"{video}: a first-frame MASK is required (hvc-run VIDEO MASK)")
+    source = open_frames(video, allow_partial=allow_partial)
+    first = _first_mask(mask, source.height, source.width, resize_mask)
+    out = (
+        out
+        if out is not None
+        else Path("hvc_out") / (video.stem if video.is_file() else video.name)
+    )
+    inputs = [p for p in (video, mask, segmenter["checkpoint"], segmenter["moco"]) if p]
+    result = ResultFolder(out, RUN_OUTPUTS, overwrite=overwrite, inputs=inputs)
+    engine = build_segmenter(segmenter, propagation)
+    staging = result.open()
+    try:
+        with _progress(f"segmenting {video.name}", len(source)) as advance:
+            summary = segment_video(
+                source,
+                {0: first},
+                engine,
+                masks_dir=staging / "masks",
+                overlay=staging / "overlay.mp4" if overlay else None,
+                on_frame=advance,
+            )
+        result.commit(_summary_payload(summary, video, mask, engine, out, overlay))
+    except BaseException:
+        result.abort()
+        raise
+    console.print(
+        f"{summary.frames} frames, objects {summary.object_ids}, {summary.seconds:.1f} s "
+        f"({summary.seconds_per_frame:.3f} s/frame)\nmasks: {out / 'masks'}/"
+        + (f"\noverlay: {out / 'overlay.mp4'}" if overlay else "")
+        + f"\nsummary: {out / 'summary.json'}",
+        highlight=False,
+        markup=False,
+    )
 
 
 def _summary_payload(
-    summary: SegmentationSummary, video: Path, mask: Path, segmenter: Segmenter
+    summary: SegmentationSummary,
+    video: Path,
+    mask: Path,
+    segmenter: Segmenter,
+    out: Path,
+    overlay: bool,
 ) -> dict:
-    cfg = segmenter.propagator.config
     return {
         "video": str(video),
         "mask": str(mask),
         "frames": summary.frames,
         "seconds": summary.seconds,
         "object_ids": summary.object_ids,
-        "masks": str(summary.masks_dir),
-        "overlay": str(summary.overlay) if summary.overlay else None,
+        "masks": str(out / "masks"),
+        "overlay": str(out / "overlay.mp4") if overlay else None,
+        "encoder": segmenter.source.description,
         "device": str(segmenter.device),
         "precision": segmenter.precision,
         "mode": segmenter.mode,
         "size": segmenter.short_side,
-        "propagation": cfg.__dict__,
+        "propagation": segmenter.propagator.config.__dict__,
     }
 
 
 @eval_app.command()
+@api_command(FLAGS, segmenter=SEGMENTER, propagation=PROPAGATION)
 def evaluate_command(
     results: Annotated[Path, typer.Argument(help="Folder of <sequence>/<frame>.png results.")],
     davis: Annotated[Path, typer.Option(help="DAVIS-format dataset root (ground truth).")],
@@ -344,80 +251,101 @@ def evaluate_command(
     csv_dir: Annotated[
         Path | None, typer.Option(help="Where the CSV files go (default: RESULTS).")
     ] = None,
-    checkpoint: Checkpoint = None,
-    moco: Moco = None,
-    device: Device = "auto",
-    size: Size = None,
-    precision: PrecisionOpt = "fp32",
-    context: Context = 50,
-    topk: TopK = 15,
-    temperature: Temperature = 0.1,
-    radius: Radius = 12.0,
-    pad_context: PadContext = True,
-    soft_labels: SoftLabels = True,
-    mode: Mode = "fast",
-    backend: Backend = "auto",
-    official_bn_drift: OfficialBnDrift = False,
+    *,
+    segmenter: dict,
+    propagation: PropagationConfig,
 ) -> None:
     """Score RESULTS against DAVIS ground truth; writes the official CSV files into RESULTS.
 
     With --run under `torchrun --nproc-per-node N`, the sequences are split across the N
     processes (one GPU each on CUDA) and rank 0 scores them all once every shard is written.
     """
-    with user_errors():
-        dataset = DavisDataset(davis, resolution)
-        names = sequences.split(",") if sequences else dataset.sequences(split)
-        timing: dict[str, tuple[int, float]] = {}
-        target = resolve_device(device) if run else None
-        group = init_from_env(target.type if target else "cpu", timeout=EVAL_TIMEOUT)
-        console.quiet = not group.is_main  # errors still print on every rank
-        if (
-            group.enabled
-            and target is not None
-            and target.type == "cuda"
-            and device
-            in (
-                "auto",
-                "cuda",
-            )
-        ):
-            device = f"cuda:{group.local_rank}"  # one GPU per process
-        if run:
-            config = make_config(context, topk, temperature, radius, pad_context, soft_labels)
-            segmenter = build_segmenter(
-                checkpoint, moco, device, size, precision, config, mode, official_bn_drift, backend
-            )
-            _prepare_output_on_main(group, results, overwrite)
+    dataset = DavisDataset(davis, resolution)
+    names = sequences.split(",") if sequences else dataset.sequences(split)
+    if not run and not results.is_dir():
+        raise HvcError(f"{results}: results folder not found (--run writes one)")
+    timing: dict[str, tuple[int, float]] = {}
+    target = resolve_device(segmenter["device"]) if run else None
+    group = init_from_env(target.type if target else "cpu", timeout=EVAL_TIMEOUT)
+    console.quiet = not group.is_main  # errors still print on every rank
+    if run:
+        segmenter["device"] = str(rank_device(group, target))
+        engine = build_segmenter(segmenter, propagation)
+        created = _prepare_output_on_main(group, results, overwrite, dataset)
+        try:
             for name in names[group.rank :: group.world_size]:
-                frames = len(ImageFolderSource(dataset.frames_dir(name)))
-                with _progress(name, frames) as advance:
-                    summary = propagate_sequence(
-                        dataset, name, segmenter, results, all_annotations, advance
-                    )
-                timing[name] = (summary.frames, summary.seconds)
-            timing = {k: v for shard in gather_objects(group, timing) for k, v in shard.items()}
-        shutdown(group)
-        if not group.is_main:
-            return
-        evaluation = evaluate(dataset, results, names, single_object)
-        global_csv, _ = evaluation.write_csv(csv_dir or results, split)
-        _print_scores(evaluation, timing)
-        console.print(
-            f"CSV: {global_csv} and per-sequence_results-{split}.csv", highlight=False, markup=False
+                timing[name] = _propagate(dataset, name, engine, results, all_annotations)
+        except BaseException:
+            if created and not any(results.iterdir()):
+                results.rmdir()
+            raise
+        timing = {k: v for shard in gather_objects(group, timing) for k, v in shard.items()}
+    shutdown(group)
+    if not group.is_main:
+        return
+    evaluation = evaluate(dataset, results, names, single_object)
+    global_csv, _ = evaluation.write_csv(csv_dir or results, split)
+    _print_scores(evaluation, timing)
+    console.print(
+        f"CSV: {global_csv} and per-sequence_results-{split}.csv", highlight=False, markup=False
+    )
+
+
+def _propagate(
+    dataset: DavisDataset, name: str, segmenter: Segmenter, results: Path, all_annotations: bool
+) -> tuple[int, float]:
+    frames = len(ImageFolderSource(dataset.frames_dir(name)))
+    try:
+        with _progress(name, frames) as advance:
+            summary = propagate_sequence(
+                dataset, name, segmenter, results, all_annotations=all_annotations, on_frame=advance
+            )
+    except Interrupted as stop:
+        raise stop.with_detail(
+            f"{name} {stop.detail}; finished sequences stay in {results}"
+        ) from None
+    return summary.frames, summary.seconds
+
+
+def _prepare_output(results: Path, overwrite: bool, protected: Iterable[Path]) -> bool:
+    """Create `results` (True if this call did); refuse a folder holding files unless
+    `overwrite`, and never write into the dataset itself."""
+    for folder in protected:
+        if results.resolve().is_relative_to(folder.resolve()):
+            raise HvcError(f"{results}: inside the dataset's {folder}; results go elsewhere")
+    if results.exists() and not results.is_dir():
+        raise HvcError(f"{results}: output path exists and is not a folder")
+    others = sorted(p.name for p in results.iterdir()) if results.is_dir() else []
+    if others and not overwrite:
+        raise HvcError(
+            f"{results}: output folder already holds other files ({', '.join(others[:3])})",
+            remedy="overwrite",
         )
+    created = not results.exists()
+    try:
+        results.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HvcError(f"{results}: cannot create the output folder ({exc.strerror})") from exc
+    if not os.access(results, os.W_OK):
+        raise HvcError(f"{results}: output folder is not writable")
+    return created
 
 
-def _prepare_output_on_main(group: DistContext, results: Path, overwrite: bool) -> None:
+def _prepare_output_on_main(
+    group: DistContext, results: Path, overwrite: bool, dataset: DavisDataset
+) -> bool:
     """Rank 0 checks and creates RESULTS; every rank stops with its error if that fails."""
-    error = None
+    error, created = None, False
     if group.is_main:
         try:
-            _prepare_output(results, overwrite)
+            protected = (dataset.image_root, dataset.annotation_root)
+            created = _prepare_output(results, overwrite, protected)
         except HvcError as exc:
-            error = str(exc)
+            error = exc.describe(lambda option: flag_name(option, FLAGS))
     error = broadcast_from_main(group, error)
     if error is not None:
         raise HvcError(error)
+    return created
 
 
 def _print_scores(evaluation: Evaluation, timing: dict[str, tuple[int, float]]) -> None:

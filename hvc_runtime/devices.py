@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from hvc_runtime.errors import HvcError
+from hvc_runtime.errors import OptionError
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str | torch.device) -> torch.device:
+    if isinstance(name, torch.device):
+        name = str(name)
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -17,9 +19,9 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError as exc:
-        raise HvcError(f"--device {name}: not a device name ({exc})") from exc
+        raise OptionError("device", name, f"not a device name ({exc})") from exc
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise HvcError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+        raise OptionError("device", name, "CUDA is not available on this machine; use cpu")
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise HvcError(f"--device {name}: MPS is not available on this machine; use --device cpu")
+        raise OptionError("device", name, "MPS is not available on this machine; use cpu")
     return device

@@ -43,6 +43,14 @@ def init_from_env(device_type: str, timeout: timedelta | None = None) -> DistCon
     return DistContext(dist.get_rank(), world_size, local_rank)
 
 
+def rank_device(context: DistContext, device: torch.device) -> torch.device:
+    """One GPU per process under torchrun: a CUDA device without an index means this rank's
+    local GPU; an explicit index, or any other device, is kept."""
+    if context.enabled and device.type == "cuda" and device.index is None:
+        return torch.device("cuda", context.local_rank)
+    return device
+
+
 def shutdown(context: DistContext) -> None:
     if context.enabled and dist.is_initialized():
         dist.destroy_process_group()

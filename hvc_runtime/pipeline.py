@@ -6,6 +6,7 @@ The CLI commands are thin layers over `segment_video`; it is also the API for sc
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -14,12 +15,14 @@ from pathlib import Path
 import numpy as np
 
 from hvc_runtime.errors import HvcError
+from hvc_runtime.interrupts import Interrupted
 from hvc_runtime.io.frames import FrameSource
 from hvc_runtime.io.prefetch import prefetch
 from hvc_runtime.io.writers import BackgroundWorker, MaskFolderWriter, OverlayVideoWriter
 from hvc_runtime.segmenter import Segmenter
 
 ProgressCallback = Callable[[int], None]
+MASK_WRITER_THREADS = min(4, os.cpu_count() or 1)
 
 
 @dataclass
@@ -39,51 +42,60 @@ def segment_video(
     source: FrameSource,
     masks: Mapping[int, np.ndarray],
     segmenter: Segmenter,
+    *,
     masks_dir: Path,
-    overlay_path: Path | None = None,
+    overlay: Path | None = None,
     on_frame: ProgressCallback | None = None,
 ) -> SegmentationSummary:
     """Segment every frame of `source`; `masks` maps frame indices to id masks given there.
 
     The first frame must have a mask. Masks are written as DAVIS palette PNGs named after the
-    frames; the folder and the overlay video appear only once the whole video has succeeded.
+    frames (by a pool of threads), the overlay video on its own thread; the folder and the
+    video appear only once the whole video has succeeded. An interruption (SIGINT, SIGTERM)
+    leaves nothing and says at which frame it came.
     """
     segmenter.reset()
-    worker = BackgroundWorker()
-    mask_writer = MaskFolderWriter(masks_dir, worker)
-    video_writer = OverlayVideoWriter(overlay_path, source.fps, worker) if overlay_path else None
+    mask_worker = BackgroundWorker(threads=MASK_WRITER_THREADS)
+    video_worker = BackgroundWorker()
+    mask_writer = MaskFolderWriter(masks_dir, mask_worker)
+    video_writer = OverlayVideoWriter(overlay, source.fps, video_worker) if overlay else None
     start = time.perf_counter()
     count = 0
     try:
-        pin = segmenter.device.type == "cuda"
-        for frame in prefetch(source, pin_memory=pin):
+        for frame in prefetch(source, segmenter.device):
             mask = masks.get(frame.index)
             if count == 0 and mask is None:
                 raise HvcError(f"{source.path}: no mask for the first frame '{frame.name}'")
-            ids = segmenter.step(frame.pinned if frame.pinned is not None else frame.rgb, mask)
+            ids = segmenter.step(frame.input(), mask)
             mask_writer.write(frame.name, ids)
             if video_writer is not None:
-                video_writer.write(frame.rgb, ids)
+                video_writer.write(frame.host_rgb(), ids)
             count += 1
             if on_frame is not None:
                 on_frame(count)
         if count == 0:
             raise HvcError(f"{source.path}: no decodable frames")
-        worker.close()
+        mask_worker.close()
+        video_worker.close()
         mask_writer.commit()
         if video_writer is not None:
             video_writer.commit()
-    except BaseException:
-        with contextlib.suppress(BaseException):  # the first error is the one to report
-            worker.close()
+    except BaseException as exc:
+        for worker in (mask_worker, video_worker):
+            with contextlib.suppress(BaseException):  # the first error is the one to report
+                worker.close()
         mask_writer.abort()
         if video_writer is not None:
             video_writer.abort()
+        if isinstance(exc, KeyboardInterrupt):
+            stop = exc if isinstance(exc, Interrupted) else Interrupted()
+            total = f"/{len(source)}" if len(source) else ""
+            raise stop.with_detail(f"at frame {count + 1}{total}; nothing written") from None
         raise
     return SegmentationSummary(
         frames=count,
         seconds=time.perf_counter() - start,
         masks_dir=masks_dir,
-        overlay=overlay_path,
+        overlay=overlay,
         object_ids=segmenter.object_ids,
     )

@@ -1,14 +1,19 @@
 """The online Python API: give frames one at a time (and masks when objects appear), get masks back.
 
-    segmenter = Segmenter(load_encoder().encoder, device="cuda", precision="fp16")
-    for t, frame in enumerate(frames):                 # H×W×3 uint8 RGB
-        ids = segmenter.step(frame, first_mask if t == 0 else None)   # H×W uint8 object ids
+    segmenter = Segmenter.from_checkpoint("hvc.safetensors", device="cuda", precision="fp16")
+    for ids in segmenter.track(open_frames("video.mp4"), read_mask("mask.png")):
+        ...                                    # H×W uint8 object ids, one map per frame
 
 Resampling follows the official code: masks go to the feature grid and soft labels come back to
 the frame with bilinear, align_corners=True interpolation.
 """
 
 from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,11 +22,16 @@ from torch import nn
 
 from hvc_runtime.backends import EncoderBackend
 from hvc_runtime.backends.torch_module import TorchBackend
+from hvc_runtime.devices import resolve_device
+from hvc_runtime.encoder_loading import LoadedBackend, load_encoder_backend
 from hvc_runtime.encoders import InferenceEncoder
-from hvc_runtime.precision import DTYPES, Precision
+from hvc_runtime.errors import HvcWarning, OptionError
+from hvc_runtime.io.frames import Frame
+from hvc_runtime.precision import Precision, dtype_of
 from hvc_runtime.propagation import PROPAGATORS, PropagationConfig
 
 _CHANNEL_GROUP = 16  # channels resampled at once, so 255 objects at 1080p stay within memory
+MIN_SHORT_SIDE = 8
 
 
 class Segmenter:
@@ -30,41 +40,98 @@ class Segmenter:
     A mask given at frame t adds the ids it holds that are new (YouTube-VOS protocol); ids seen
     before are ignored there. Ids 1..255 are objects, 0 is background. `mode` picks the
     propagator: "fast" (local windows, the default) or "reference" (dense, official layout);
-    both give the same masks.
+    both give the same masks. `Segmenter.from_checkpoint` builds one from weights or an
+    exported artifact, as `hvc-run` does.
     """
 
     def __init__(
         self,
         encoder: InferenceEncoder | EncoderBackend,
         config: PropagationConfig = PropagationConfig(),
+        *,
         device: str | torch.device = "cpu",
         precision: Precision = "fp32",
         short_side: int | None = None,
         mode: str = "fast",
+        source: LoadedBackend | None = None,
     ) -> None:
-        if precision not in DTYPES:
-            raise ValueError(f"precision must be one of {sorted(DTYPES)}, got {precision!r}")
+        self.dtype = dtype_of(precision)
         if mode not in PROPAGATORS:
-            raise ValueError(f"mode must be one of {sorted(PROPAGATORS)}, got {mode!r}")
+            raise OptionError("mode", mode, f"choose one of {', '.join(PROPAGATORS)}")
+        if short_side is not None and short_side < MIN_SHORT_SIDE:
+            raise OptionError("short_side", short_side, "must be at least 8 pixels")
         self.device = torch.device(device)
         if isinstance(encoder, nn.Module):
             encoder = TorchBackend(encoder, self.device, precision)
         self.encoder = encoder
+        self.source = source or LoadedBackend(encoder, f"{type(encoder).__name__} given")
         self.precision = precision
         self.short_side = short_side
         self.mode = mode
         self.propagator = PROPAGATORS[mode](config)
         self.reset()
 
+    @classmethod
+    def from_checkpoint(
+        cls,
+        checkpoint: Path | None = None,
+        *,
+        config: PropagationConfig = PropagationConfig(),
+        device: str = "auto",
+        precision: Precision = "fp32",
+        backend: str = "auto",
+        mode: str = "fast",
+        short_side: int | None = None,
+        moco: Path | None = None,
+        official_bn_drift: bool = False,
+    ) -> Segmenter:
+        """A segmenter for a checkpoint (`.safetensors`, official `.pth`; None: the default
+        encoder) or an exported artifact (its manifest picks the runtime; `backend` may
+        confirm it). `source` then says what was loaded (`.source.description`)."""
+        target = resolve_device(device)
+        dtype_of(precision)  # refuse a bad precision before any weights are loaded
+        loaded = load_encoder_backend(
+            Path(checkpoint) if checkpoint is not None else None,
+            target,
+            precision=precision,
+            backend=backend,
+            moco=Path(moco) if moco is not None else None,
+            official_bn_drift=official_bn_drift,
+        )
+        return cls(
+            loaded.encoder,
+            config,
+            device=target,
+            precision=precision,
+            short_side=short_side,
+            mode=mode,
+            source=loaded,
+        )
+
     def reset(self) -> None:
         """Forget the current video."""
         self.propagator.reset()
-        self.ids: list[int] = []
+        self._ids: list[int] = []
 
     @property
     def object_ids(self) -> list[int]:
         """Object ids tracked so far (background excluded)."""
-        return [i for i in self.ids if i != 0]
+        return [i for i in self._ids if i != 0]
+
+    def track(
+        self,
+        frames: Iterable[np.ndarray | Frame],
+        masks: np.ndarray | Mapping[int, np.ndarray],
+    ) -> Iterator[np.ndarray]:
+        """Segment a whole video: one H×W uint8 id map per frame, in order.
+
+        `masks` is the first frame's id mask, or {frame index: mask} for objects that appear
+        later. `frames` are H×W×3 uint8 RGB arrays or `Frame`s (e.g. `open_frames(path)`)."""
+        given = masks if isinstance(masks, Mapping) else {0: masks}
+        self.reset()
+        for index, frame in enumerate(frames):
+            pixels = frame.input() if isinstance(frame, Frame) else frame
+            yield self.step(pixels, given.get(index))
 
     @torch.inference_mode()
     def encode(self, frame: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -83,29 +150,71 @@ class Segmenter:
                 rgb, size=size, mode="bilinear", align_corners=False, antialias=True
             )
         features = self.encoder(rgb)[0]
-        return features.to(DTYPES[self.precision])
+        return features.to(self.dtype)
 
-    @torch.inference_mode()
     def step(self, frame: np.ndarray | torch.Tensor, mask: np.ndarray | None = None) -> np.ndarray:
         """Segment the next frame (H×W×3 uint8 RGB); returns an H×W uint8 id map."""
+        return self.segment(frame, mask).cpu().numpy()
+
+    @torch.inference_mode()
+    def segment(
+        self, frame: np.ndarray | torch.Tensor, mask: np.ndarray | None = None
+    ) -> torch.Tensor:
+        """`step` without the download: the H×W uint8 id map stays on the device, so a caller
+        can keep the GPU busy and synchronise when it needs the result."""
         if frame.ndim != 3 or frame.shape[2] != 3:
-            raise ValueError(f"frame must be H×W×3 RGB, got shape {frame.shape}")
+            raise ValueError(f"frame must be H×W×3 RGB, got shape {tuple(frame.shape)}")
         height, width = frame.shape[:2]
         if mask is not None and mask.shape != (height, width):
             raise ValueError(f"mask shape {mask.shape} differs from frame shape {(height, width)}")
-        if mask is None and not self.ids:
+        if mask is None and not self._ids:
             raise ValueError("the first frame needs a mask")
-        features = self.encode(frame)
-        grid = features.shape[-2:]
-        new_labels = None
-        if mask is not None:
-            present = [int(i) for i in np.unique(mask)]
-            new_ids = present if not self.ids else [i for i in present if i not in self.ids and i]
-            if new_ids:
-                new_labels = self._downsample(mask, new_ids, grid)
-                self.ids.extend(new_ids)
-        labels = self.propagator.step(features, new_labels)
-        return self._to_ids(labels, (height, width))
+        try:
+            features = self.encode(frame)
+            new_labels = self._new_objects(mask, features.shape[-2:]) if mask is not None else None
+            labels = self.propagator.step(features, new_labels)
+            return self._to_ids(labels, (height, width))
+        except (torch.OutOfMemoryError, RuntimeError) as exc:
+            raise self._out_of_memory(exc, height, width) from exc
+
+    def _new_objects(self, mask: np.ndarray, grid: torch.Size) -> torch.Tensor | None:
+        """Label maps of the ids in `mask` not seen before; warns about ids too small to track."""
+        present = [int(i) for i in np.unique(mask)]
+        new_ids = present if not self._ids else [i for i in present if i not in self._ids and i]
+        if not new_ids:
+            return None
+        labels = self._downsample(mask, new_ids, grid)
+        lost = [
+            i
+            for i, area in zip(new_ids, labels.flatten(1).sum(1).tolist(), strict=True)
+            if i and not area
+        ]
+        if lost:
+            warnings.warn(
+                f"object{'s' if len(lost) > 1 else ''} {', '.join(map(str, lost))} smaller than "
+                f"one feature cell at {grid[0]}x{grid[1]}: cannot be tracked (a larger short side "
+                "or a larger mask keeps it)",
+                HvcWarning,
+                stacklevel=3,
+            )
+        self._ids.extend(new_ids)
+        return labels
+
+    def _out_of_memory(self, exc: Exception, height: int, width: int) -> Exception:
+        """An allocation failure as a one-line error saying how much was asked; others as they are."""
+        text = str(exc)
+        if not isinstance(exc, torch.OutOfMemoryError) and "allocate memory" not in text:
+            return exc
+        asked = re.search(r"[Tt]ried to allocate ([\d.]+ [KMGT]iB|\d+ bytes)", text)
+        amount = asked[1] if asked else "more than is free"
+        if amount.endswith("bytes"):
+            amount = f"{int(amount.split()[0]) / 2**30:.2f} GiB"
+        return OptionError(
+            "short_side",
+            self.short_side or "native",
+            f"out of {self.device.type} memory segmenting {width}x{height} frames "
+            f"(tried to allocate {amount}); a smaller short side needs less",
+        )
 
     def _downsample(self, mask: np.ndarray, ids: list[int], grid: torch.Size) -> torch.Tensor:
         """One-hot of `ids` at full resolution → bilinear (align_corners=True) on the feature grid."""
@@ -119,7 +228,7 @@ class Segmenter:
             )
         return torch.cat(groups)
 
-    def _to_ids(self, labels: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    def _to_ids(self, labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """Upsample soft labels channel group by channel group and take the first maximum."""
         best_value = best_channel = None
         for start in range(0, labels.shape[0], _CHANNEL_GROUP):
@@ -133,5 +242,5 @@ class Segmenter:
                 better = value > best_value
                 best_value = torch.where(better, value, best_value)
                 best_channel = torch.where(better, channel, best_channel)
-        lookup = torch.tensor(self.ids, dtype=torch.uint8, device=labels.device)
-        return lookup[best_channel].cpu().numpy()
+        lookup = torch.tensor(self._ids, dtype=torch.uint8, device=labels.device)
+        return lookup[best_channel]

@@ -1,28 +1,66 @@
 """What the command lines share: a stderr console and the one-line error rule.
 
 Every user-facing failure is an `HvcError`; inside `user_errors()` it is printed as one
-`error: <file>: <problem>` line and the command exits with status 1.
+`error: <file>: <problem>` line and the command exits with status 1. SIGINT and SIGTERM
+(`Interrupted`) print one `interrupted: ...` line and exit with 128 + the signal number.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import warnings
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from hvc_runtime.errors import HvcError
+from hvc_runtime.errors import HvcError, HvcWarning
+from hvc_runtime.interrupts import Interrupted, interrupts_raise
 
 console = Console(stderr=True, soft_wrap=True)  # progress and messages; may be made quiet
 _errors = Console(stderr=True, soft_wrap=True)  # never quiet: every process reports its error
 
 
 @contextmanager
-def user_errors() -> Iterator[None]:
-    try:
+def _warnings_as_lines() -> Iterator[None]:
+    """The project's warnings as one `warning:` line each, every time; others as Python shows them."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", HvcWarning)
+        show = warnings.showwarning
+
+        def show_line(message, category, filename, lineno, file=None, line=None) -> None:
+            if not issubclass(category, HvcWarning):
+                show(message, category, filename, lineno, file, line)
+                return
+            console.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False)
+
+        warnings.showwarning = show_line
         yield
+
+
+def flag_name(option: str, flags: Mapping[str, str] | None = None) -> str:
+    """The command-line flag of an API option: `short_side` → `--short-side` unless renamed."""
+    return (flags or {}).get(option) or "--" + option.replace("_", "-")
+
+
+@contextmanager
+def user_errors(flags: Mapping[str, str] | None = None) -> Iterator[None]:
+    """Run a command body: HvcError → exit 1, SIGINT/SIGTERM → exit 130/143, one line each.
+
+    `flags` maps API option names to this command's flags where they differ, so errors name
+    the flag the user typed (see `HvcError.describe`)."""
+    try:
+        with interrupts_raise(), _warnings_as_lines():
+            yield
     except HvcError as error:
-        _errors.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
+        text = error.describe(lambda option: flag_name(option, flags))
+        _errors.print(f"[bold red]error:[/] {escape(text)}", highlight=False)
         raise typer.Exit(1) from None
+    except KeyboardInterrupt as stop:
+        stop = stop if isinstance(stop, Interrupted) else Interrupted()
+        detail = stop.detail or "stopped"
+        _errors.print(
+            f"[bold yellow]interrupted[/] ({stop.signal_name}): {escape(detail)}", highlight=False
+        )
+        raise typer.Exit(stop.exit_code) from None

@@ -18,22 +18,8 @@ from typer.testing import CliRunner
 from hvc_runtime.cli import eval_app, run_app
 from hvc_runtime.io.masks import read_mask, write_palette_png
 from tests.conftest import DAVIS2016, smooth_texture
-from tests.test_io import write_video
 
 runner = CliRunner()
-
-
-@pytest.fixture
-def clip(tmp_path):
-    """A 6-frame panning clip (mp4) and its first-frame mask with two objects."""
-    texture = smooth_texture(64, 120, seed=7)
-    frames = [texture[:, 20 - 2 * t : 116 - 2 * t] for t in range(6)]
-    write_video(tmp_path / "clip.mp4", frames)
-    mask = np.zeros((64, 96), np.uint8)
-    mask[10:30, 10:40] = 1
-    mask[35:60, 50:90] = 2
-    write_palette_png(tmp_path / "mask.png", mask)
-    return tmp_path / "clip.mp4", tmp_path / "mask.png"
 
 
 def run_cli(app, args):
@@ -133,7 +119,7 @@ def test_output_folder_with_other_files(clip, tmp_path):
     (out / "notes.txt").write_text("mine")
     code, _, stderr = run_cli(run_app, [video, mask, "--out", out])
     assert_one_line_error(
-        code, stderr, "busy", "already holds other files (notes.txt)", "--overwrite"
+        code, stderr, "busy", "not an earlier hvc-run result (notes.txt)", "--overwrite"
     )
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
 

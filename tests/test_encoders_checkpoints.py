@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import save_file
 from torchvision.models import resnet18, resnet50
 
+from hvc_runtime.backends.torchscript import quiet_jit
 from hvc_runtime.checkpoints import (
     FORMAT_VERSION,
     HEADER_KEY,
@@ -82,7 +83,7 @@ def test_moco_fusion_gives_1280_d_weighted_features(tmp_path):
     moco["module.encoder_q.fc.bias"] = torch.zeros(128)
     torch.save({"state_dict": moco, "epoch": 200, "arch": "resnet50"}, tmp_path / "moco.pth.tar")
     torch.save(official_r18_state(), tmp_path / "hvc.pth")
-    fused = load_encoder(tmp_path / "hvc.pth", tmp_path / "moco.pth.tar").encoder
+    fused = load_encoder(tmp_path / "hvc.pth", moco=tmp_path / "moco.pth.tar").encoder
     x = torch.rand(1, 3, 40, 48)
     out = fused(x)
     assert out.shape == (1, 1280, 5, 6)
@@ -145,8 +146,41 @@ def test_missing_keys_and_wrong_shapes_are_named(tmp_path):
 def test_pickled_objects_are_refused(tmp_path):
     path = tmp_path / "trainer.pth"
     torch.save({"model": official_r18_state(), "args": argparse.Namespace(lr=1e-3)}, path)
-    with pytest.raises(HvcError, match="not a loadable weights-only checkpoint"):
+    with pytest.raises(HvcError, match=r"pickled Python objects \(argparse\.Namespace\)") as error:
         load_encoder(path)
+    assert "weights_only" not in str(error.value)  # never advise unpickling
+
+
+def test_full_model_torchscript_and_artifacts_without_manifest(tmp_path):
+    """A pickled nn.Module, a TorchScript file and an ONNX file given as checkpoints: each is
+    named for what it is, and nothing suggests loading it unsafely."""
+    torch.save(resnet50(weights=None), tmp_path / "full.pth")
+    with torch.no_grad(), quiet_jit():
+        traced = torch.jit.trace(torch.nn.Conv2d(3, 3, 1), torch.rand(1, 3, 8, 8))
+    traced.save(str(tmp_path / "enc.pt"))
+    (tmp_path / "enc.onnx").write_bytes(b"\x08\x07\x12\x07pytorch")
+    expected = {
+        "full.pth": r"pickled Python objects \(torchvision\.models\.resnet\.ResNet\)",
+        "enc.pt": "a TorchScript file without its manifest",
+        "enc.onnx": r"no manifest enc\.onnx\.json",
+    }
+    for name, message in expected.items():
+        with pytest.raises(HvcError, match=message) as error:
+            load_encoder(tmp_path / name)
+        assert "weights_only" not in str(error.value) and "\n" not in str(error.value)
+
+
+def test_non_finite_or_corrupt_weights_are_refused(tmp_path):
+    state = official_r18_state()
+    state["layer2.0.conv1.weight"][0, 0, 0, 0] = float("nan")
+    torch.save(state, tmp_path / "nan.pth")
+    with pytest.raises(HvcError, match=r"layer2\.0\.conv1\.weight holds 1 non-finite"):
+        load_encoder(tmp_path / "nan.pth")
+    state = official_r18_state()
+    state["bn1.running_var"][3] = -1.0
+    torch.save(state, tmp_path / "var.pth")
+    with pytest.raises(HvcError, match=r"bn1\.running_var holds negative variances"):
+        load_encoder(tmp_path / "var.pth")
 
 
 def test_safetensors_round_trip_with_header(tmp_path, encoder):

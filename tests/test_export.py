@@ -17,12 +17,12 @@ from hvc_export.graph import ExportGraph, ShapeRange
 from hvc_export.parity import check_parity
 from hvc_runtime.artifacts import INPUT_CONTRACT, manifest_path, read_manifest
 from hvc_runtime.backends import load_backend
+from hvc_runtime.backends.torchscript import quiet_jit
 from hvc_runtime.checkpoints import CheckpointHeader, load_encoder, save_encoder
 from hvc_runtime.cli import run_app
 from hvc_runtime.errors import HvcError
 from hvc_runtime.io.masks import read_mask
 from tests.conftest import smooth_texture
-from tests.test_cli import clip  # noqa: F401 - fixture
 
 SMALL = ShapeRange((64, 64), (128, 160), (256, 320))
 CPU = torch.device("cpu")
@@ -72,7 +72,8 @@ def test_round_trip_and_parity(checkpoints, tmp_path, fmt, source):
         x = torch.rand(shape)
         torch.testing.assert_close(backend(x), reference(x), atol=1e-4, rtol=1e-4)
     if fmt == "torchscript":
-        assert isinstance(torch.jit.load(str(out)), torch.jit.ScriptModule)
+        with quiet_jit():
+            assert isinstance(torch.jit.load(str(out)), torch.jit.ScriptModule)
 
 
 def test_fp16_onnx_passes_the_fp16_tolerance(tmp_path):
@@ -179,7 +180,7 @@ def test_runtime_refuses_incompatible_artifacts(tmp_path):
         load_backend(out, CPU)
 
 
-def test_hvc_run_uses_an_artifact_by_its_manifest(clip, tmp_path):  # noqa: F811
+def test_hvc_run_uses_an_artifact_by_its_manifest(clip, tmp_path):
     video, mask = clip
     out = tmp_path / "enc.onnx"
     export(ExportRequest(None, "onnx", out, shapes=SMALL))
@@ -194,7 +195,7 @@ def test_hvc_run_uses_an_artifact_by_its_manifest(clip, tmp_path):  # noqa: F811
         assert np.array_equal(read_mask(png), read_mask(tmp_path / "onnx" / "masks" / png.name))
     refusals = {
         "a onnx artifact runs on onnxruntime, not tensorrt": ["--checkpoint", str(out)],
-        "--backend onnxruntime runs an exported encoder": [],
+        "--backend onnxruntime: runs an exported encoder": [],
     }
     for message, extra in refusals.items():
         backend = "tensorrt" if extra else "onnxruntime"

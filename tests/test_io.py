@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -13,18 +12,14 @@ from PIL import Image
 from hvc_runtime.errors import HvcError
 from hvc_runtime.io.frames import ImageFolderSource, VideoFileSource, open_frames
 from hvc_runtime.io.masks import davis_palette, read_mask, write_palette_png
-from hvc_runtime.io.prefetch import prefetch
+from hvc_runtime.io.prefetch import (
+    decode_jpeg_batches,
+    is_jpeg_folder,
+    prefetch,
+    quiet_torchvision_io,
+)
 from hvc_runtime.io.writers import BackgroundWorker, MaskFolderWriter, OverlayVideoWriter
-from tests.conftest import DAVIS2016, SHARED_DATA, smooth_texture
-
-
-def write_video(path, frames, fps=10.0):
-    writer = cv2.VideoWriter(
-        str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, frames[0].shape[1::-1]
-    )
-    for frame in frames:
-        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-    writer.release()
+from tests.conftest import DAVIS2016, SHARED_DATA, smooth_texture, write_video
 
 
 def test_video_file_is_decoded_frame_by_frame(tmp_path):
@@ -166,5 +161,45 @@ def test_prefetch_stops_its_reader_when_the_consumer_stops(tmp_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="pinned memory needs a CUDA device")
 def test_prefetch_pins_frames_for_cuda(tmp_path):
     Image.fromarray(smooth_texture(16, 24)).save(tmp_path / "00000.png")
-    (frame,) = prefetch(ImageFolderSource(tmp_path), pin_memory=True)
-    assert frame.pinned.is_pinned() and np.array_equal(frame.pinned.numpy(), frame.rgb)
+    (frame,) = prefetch(ImageFolderSource(tmp_path), torch.device("cuda"))
+    assert frame.pixels.is_pinned() and np.array_equal(frame.pixels.numpy(), frame.rgb)
+
+
+def _jpeg_folder(folder, count, size=(40, 56)):
+    for index in range(count):
+        image = Image.fromarray(smooth_texture(*size, seed=index))
+        image.save(folder / f"{index:05d}.jpg", quality=90)
+    return ImageFolderSource(folder)
+
+
+def test_jpeg_batches_decode_every_frame_in_order(tmp_path):
+    """The batched JPEG path (nvJPEG on CUDA) runs the same code on the CPU here: every frame,
+    in order, across batch boundaries, matching a per-file decode exactly and PIL closely."""
+    from torchvision.io import decode_jpeg, read_file
+
+    source = _jpeg_folder(tmp_path, 11)
+    frames = list(decode_jpeg_batches(source, torch.device("cpu"), batch=4))
+    assert [f.index for f in frames] == list(range(11)) and frames[-1].name == "00010"
+    for frame, pil in zip(frames, source, strict=True):
+        with quiet_torchvision_io():
+            single = decode_jpeg(read_file(str(source.files[frame.index]))).permute(1, 2, 0)
+        assert torch.equal(frame.pixels, single)
+        assert np.abs(frame.host_rgb().astype(int) - pil.rgb).max() <= 8
+    assert is_jpeg_folder(source) and not is_jpeg_folder(ImageFolderSource(_png(tmp_path)))
+
+
+def _png(folder):
+    other = folder / "png"
+    other.mkdir()
+    Image.fromarray(smooth_texture(16, 24)).save(other / "00000.png")
+    return other
+
+
+def test_jpeg_batches_name_a_broken_or_resized_frame(tmp_path):
+    source = _jpeg_folder(tmp_path, 5)
+    source.files[3].write_bytes(b"not a jpeg")
+    with pytest.raises(HvcError, match=r"cannot decode JPEG frames .*00003\.jpg"):
+        list(decode_jpeg_batches(source, torch.device("cpu"), batch=2))
+    Image.fromarray(smooth_texture(40, 64, seed=3)).save(source.files[3], quality=90)
+    with pytest.raises(HvcError, match=r"00003\.jpg: frame size 64x40 differs"):
+        list(decode_jpeg_batches(source, torch.device("cpu"), batch=2))

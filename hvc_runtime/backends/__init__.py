@@ -11,12 +11,12 @@ from typing import Protocol
 import torch
 
 from hvc_runtime.artifacts import Manifest, read_manifest
-from hvc_runtime.errors import HvcError
+from hvc_runtime.errors import HvcError, OptionError
+from hvc_runtime.formats import FORMATS
 
-# `hvc-run --backend` names: PyTorch runs a checkpoint; the others run an exported artifact
-TORCH_BACKENDS = ("torch", "torch-compile")
-ARTIFACT_BACKENDS = {"torchscript": "torchscript", "onnx": "onnxruntime", "trt": "tensorrt"}
-BACKENDS = ("auto", *TORCH_BACKENDS, *ARTIFACT_BACKENDS.values())
+# backend names: PyTorch runs a checkpoint; the others run an exported artifact
+TORCH_BACKENDS = ("torch", "torch-compile", "torch-cudagraphs")
+BACKENDS = ("auto", *TORCH_BACKENDS, *(spec.runtime for spec in FORMATS.values()))
 
 
 class EncoderBackend(Protocol):
@@ -25,20 +25,17 @@ class EncoderBackend(Protocol):
     def __call__(self, frames: torch.Tensor) -> torch.Tensor: ...
 
 
+def check_backend(name: str) -> str:
+    if name not in BACKENDS:
+        raise OptionError("backend", name, f"choose one of {', '.join(BACKENDS)}")
+    return name
+
+
 def load_backend(artifact: Path, device: torch.device | str) -> tuple[EncoderBackend, Manifest]:
     """The runtime for an exported encoder, chosen by its manifest."""
     artifact, device = Path(artifact), torch.device(device)
     if not artifact.exists():
         raise HvcError(f"{artifact}: artifact not found")
     manifest = read_manifest(artifact)
-    if manifest.format == "torchscript":
-        from hvc_runtime.backends.torchscript import TorchScriptBackend
-
-        return TorchScriptBackend(artifact, manifest, device), manifest
-    if manifest.format == "onnx":
-        from hvc_runtime.backends.onnxruntime import OnnxRuntimeBackend
-
-        return OnnxRuntimeBackend(artifact, manifest, device), manifest
-    from hvc_runtime.backends.tensorrt import TensorRTBackend
-
-    return TensorRTBackend(artifact, manifest, device), manifest
+    backend = FORMATS[manifest.format].load_backend_class()
+    return backend(artifact, manifest, device), manifest

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -10,10 +13,20 @@ from hvc_runtime.artifacts import Manifest
 from hvc_runtime.errors import HvcError
 
 
+@contextmanager
+def quiet_jit() -> Iterator[None]:
+    """torch.jit now warns on every call that it is deprecated: the format still works, and a
+    user exporting or loading a TorchScript artifact has nothing to act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.jit")
+        yield
+
+
 class TorchScriptBackend:
     def __init__(self, artifact: Path, manifest: Manifest, device: torch.device) -> None:
         try:
-            self.module = torch.jit.load(str(artifact), map_location=device).eval()
+            with quiet_jit():
+                self.module = torch.jit.load(str(artifact), map_location=device).eval()
         except RuntimeError as exc:
             first = str(exc).strip().splitlines()[0]
             raise HvcError(f"{artifact}: not a loadable TorchScript file ({first})") from exc

@@ -148,11 +148,13 @@ def evaluate(
     single_object: bool = False,
 ) -> Evaluation:
     """Score `results_root/<sequence>/<frame>.png` for each sequence."""
+    if not results_root.is_dir():
+        raise HvcError(f"{results_root}: results folder not found")
     evaluation = Evaluation()
     for sequence in sequences:
         results_dir = results_root / sequence
         if not results_dir.is_dir():
-            raise HvcError(f"{results_dir}: no results for sequence {sequence}")
+            raise HvcError(f"{results_dir}: folder not found (no results for sequence {sequence})")
         evaluation.objects += evaluate_sequence(
             dataset.annotation_files(sequence), results_dir, sequence, single_object
         )

@@ -16,6 +16,7 @@ def propagate_sequence(
     name: str,
     segmenter: Segmenter,
     results: Path,
+    *,
     all_annotations: bool = False,
     on_frame: ProgressCallback | None = None,
 ) -> SegmentationSummary:
@@ -26,4 +27,4 @@ def propagate_sequence(
     given = files if all_annotations else files[:1]
     index = {frame.stem: k for k, frame in enumerate(source.files)}
     masks = {index[f.stem]: read_mask(f) for f in given if f.stem in index}
-    return segment_video(source, masks, segmenter, results / name, None, on_frame)
+    return segment_video(source, masks, segmenter, masks_dir=results / name, on_frame=on_frame)

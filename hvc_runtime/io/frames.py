@@ -6,6 +6,9 @@ index for video files), so outputs can follow the DAVIS layout. A video is never
 
 from __future__ import annotations
 
+import re
+import warnings
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from hvc_runtime.errors import HvcError
+from hvc_runtime.errors import HvcError, HvcWarning
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 DEFAULT_FPS = 24.0
@@ -23,10 +26,23 @@ DEFAULT_FPS = 24.0
 
 @dataclass
 class Frame:
+    """One frame: H×W×3 uint8 RGB on the host (`rgb`), and/or the same pixels as a tensor
+    (`pixels`) in pinned host memory or already on the GPU, for uploads without a copy."""
+
     index: int
     name: str
-    rgb: np.ndarray
-    pinned: torch.Tensor | None = None  # the same pixels in pinned memory, for async uploads
+    rgb: np.ndarray | None
+    pixels: torch.Tensor | None = None
+
+    def host_rgb(self) -> np.ndarray:
+        """The pixels on the host (downloaded once if the frame was decoded on the GPU)."""
+        if self.rgb is None:
+            self.rgb = self.pixels.cpu().numpy()
+        return self.rgb
+
+    def input(self) -> np.ndarray | torch.Tensor:
+        """What the segmenter should take: the tensor when there is one."""
+        return self.pixels if self.pixels is not None else self.rgb
 
 
 class FrameSource:
@@ -55,16 +71,44 @@ def read_rgb_image(path: Path) -> np.ndarray:
         raise HvcError(f"{path}: not a readable image ({exc})") from exc
 
 
+def _natural_key(path: Path) -> list[int | str]:
+    """'frame10' after 'frame9': digit runs compare as numbers."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.stem)]
+
+
+def frame_files(folder: Path) -> list[Path]:
+    """The frames of a folder in video order, refusing orders that cannot be right.
+
+    Names numbered without zero padding (1, 2, ..., 10) sort wrongly as text: they are taken
+    in numeric order, with a warning. Two files of one name (00001.jpg and 00001.png) would
+    write one output mask: refused."""
+    files = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+    if not files:
+        raise HvcError(f"{folder}: folder holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    twins = sorted(stem for stem, n in Counter(p.stem for p in files).items() if n > 1)
+    if twins:
+        raise HvcError(
+            f"{folder}: several images named {twins[0]} (e.g. .jpg and .png): which is the "
+            "frame is ambiguous; keep one"
+        )
+    as_text = sorted(files)
+    numeric = sorted(files, key=_natural_key)
+    if numeric != as_text:
+        warnings.warn(
+            f"{folder}: frame names are not zero-padded; taking them in numeric order "
+            f"({numeric[0].name}, {numeric[1].name}, ..., {numeric[-1].name})",
+            HvcWarning,
+            stacklevel=3,
+        )
+    return numeric
+
+
 class ImageFolderSource(FrameSource):
-    """A folder of frames such as DAVIS `JPEGImages/480p/<sequence>`, in file-name order."""
+    """A folder of frames such as DAVIS `JPEGImages/480p/<sequence>`, in numeric name order."""
 
     def __init__(self, path: Path, fps: float = DEFAULT_FPS) -> None:
         self.path = Path(path)
-        self.files = sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not self.files:
-            raise HvcError(
-                f"{self.path}: folder holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
-            )
+        self.files = frame_files(self.path)
         self.fps = fps
         self.height, self.width = read_rgb_image(self.files[0]).shape[:2]
 
@@ -83,10 +127,14 @@ class ImageFolderSource(FrameSource):
 
 
 class VideoFileSource(FrameSource):
-    """A video file (mp4, avi, mov, ...) decoded by OpenCV one frame at a time."""
+    """A video file (mp4, avi, mov, ...) decoded by OpenCV one frame at a time.
 
-    def __init__(self, path: Path) -> None:
+    Where the container states its frame count, a video that stops decoding earlier (cut
+    short, corrupt) is an error at its end, or a warning with `allow_partial`."""
+
+    def __init__(self, path: Path, allow_partial: bool = False) -> None:
         self.path = Path(path)
+        self.allow_partial = allow_partial
         capture = self._open()
         try:
             ok, first = capture.read()
@@ -123,13 +171,26 @@ class VideoFileSource(FrameSource):
                 index += 1
         finally:
             capture.release()
+        self._check_complete(index)
+
+    def _check_complete(self, decoded: int) -> None:
+        if decoded >= self._count:
+            return
+        problem = (
+            f"{self.path}: decoding stopped after {decoded} of the {self._count} frames the file "
+            "declares (cut short or corrupt)"
+        )
+        if not self.allow_partial:
+            raise HvcError(problem, remedy="allow_partial")
+        warnings.warn(f"{problem}; kept the {decoded} decoded frames", HvcWarning, stacklevel=2)
 
 
-def open_frames(path: Path) -> FrameSource:
-    """A video file or a folder of images, chosen by what `path` is."""
+def open_frames(path: Path, *, allow_partial: bool = False) -> FrameSource:
+    """A video file or a folder of images, chosen by what `path` is; `allow_partial` accepts a
+    video that stops decoding before its declared end (with a warning)."""
     path = Path(path)
     if path.is_dir():
         return ImageFolderSource(path)
     if not path.exists():
         raise HvcError(f"{path}: no such video file or frame folder")
-    return VideoFileSource(path)
+    return VideoFileSource(path, allow_partial)

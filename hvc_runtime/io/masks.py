@@ -33,17 +33,27 @@ def davis_palette() -> tuple[int, ...]:
     return tuple(colours)
 
 
+LOSSY_FORMATS = {"JPEG", "MPO", "JPEG2000"}
+
+
 def read_mask(path: Path) -> np.ndarray:
     """Read an id mask as H×W uint8 (0 = background, 1..255 = objects).
 
     Palette PNGs give their indices, grey-level PNGs their values; a mask holding only 0 and 255
-    is a DAVIS-2016 binary mask and becomes ids 0/1. RGB images are refused: colours are not ids.
+    is a DAVIS-2016 binary mask and becomes ids 0/1. Refused, because the ids would be wrong:
+    RGB images (colours are not ids), lossy formats (JPEG invents ids along every edge), and
+    grey masks mixing 255 with other values (a 0/255 mask with soft edges).
     """
     path = Path(path)
     try:
         with Image.open(path) as image:
             image.load()
             mode = image.mode
+            if image.format in LOSSY_FORMATS:
+                raise HvcError(
+                    f"{path}: {image.format} is lossy, its compression changes ids along object "
+                    "edges; save the mask as PNG"
+                )
             if mode in ("RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV"):
                 raise HvcError(
                     f"{path}: {mode} image is not an id mask; save it as a palette (P) or "
@@ -66,6 +76,11 @@ def read_mask(path: Path) -> np.ndarray:
     values = np.unique(array)
     if values.size == 2 and values[0] == 0 and values[1] == 255:
         return (array > 127).astype(np.uint8)
+    if mode != "P" and values[-1] == 255 and values.size > 2:
+        raise HvcError(
+            f"{path}: grey mask mixes 255 with {values.size - 2} other values: a 0/255 mask "
+            "with soft (anti-aliased) edges? Threshold it to 0/255, or save ids 1..N"
+        )
     return array
 
 

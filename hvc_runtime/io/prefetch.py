@@ -1,61 +1,127 @@
 """Decode ahead on a background thread, so the encoder never waits on the video decoder.
 
-OpenCV and PIL release the GIL while decoding, so a reader thread overlaps decoding with the
-GPU (or the CPU's other core). For CUDA targets the thread also copies each frame into pinned
-host memory, which lets the upload run asynchronously (`non_blocking=True`).
+OpenCV, PIL and file reads release the GIL, so a reader thread overlaps decoding with the GPU
+(or the CPU's other core). For CUDA targets the thread also copies each frame into pinned host
+memory, which lets the upload run asynchronously (`non_blocking=True`); folders of JPEG frames
+are instead read as bytes on the thread and decoded on the GPU in batches (nvJPEG through
+`torchvision.io.decode_jpeg`), so the pixels never cross the bus as raw RGB.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+import warnings
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 
 import torch
+from torchvision.io import ImageReadMode, decode_jpeg, read_file
 
-from hvc_runtime.io.frames import Frame, FrameSource
+from hvc_runtime.errors import HvcError
+from hvc_runtime.io.frames import Frame, FrameSource, ImageFolderSource
 
 _END = object()
+JPEG_SUFFIXES = {".jpg", ".jpeg"}
+JPEG_BATCH = 8
 
 
-def prefetch(source: FrameSource, depth: int = 4, pin_memory: bool = False) -> Iterator[Frame]:
-    """Frames of `source` in order, decoded up to `depth` frames ahead.
+def prefetch(
+    source: FrameSource, device: torch.device | None = None, depth: int = 4
+) -> Iterator[Frame]:
+    """Frames of `source` in order, decoded up to `depth` frames ahead, ready for `device`.
 
-    With `pin_memory`, each frame also carries its pixels in pinned memory (`Frame.pinned`). Decoding
-    errors are raised in the consumer at the frame where they happened; closing the iterator
-    early stops the reader.
-    """
-    frames: queue.Queue = queue.Queue(depth)
+    For a CUDA `device` each frame carries its pixels as a tensor (`Frame.pixels`): on the GPU
+    for JPEG folders, else in pinned memory. Decoding errors are raised in the consumer at the
+    frame where they happened; closing the iterator early stops the reader."""
+    cuda = device is not None and device.type == "cuda"
+    if cuda and is_jpeg_folder(source):
+        yield from decode_jpeg_batches(source, device, depth)
+        return
+    pin = cuda and torch.cuda.is_available()
+    frames = (
+        replace(frame, pixels=torch.from_numpy(frame.rgb).pin_memory()) if pin else frame
+        for frame in source
+    )
+    yield from read_ahead(frames, depth)
+
+
+def read_ahead(items: Iterable, depth: int) -> Iterator:
+    """`items` produced on a background thread, up to `depth` ahead; errors re-raised here."""
+    pending: queue.Queue = queue.Queue(depth)
     stop = threading.Event()
 
     def put(item) -> bool:
         while not stop.is_set():
             try:
-                frames.put(item, timeout=0.1)
+                pending.put(item, timeout=0.1)
                 return True
             except queue.Full:
                 continue
         return False
 
-    def read() -> None:
+    def produce() -> None:
         try:
-            for frame in source:
-                if pin_memory:
-                    frame = replace(frame, pinned=torch.from_numpy(frame.rgb).pin_memory())
-                if not put(frame):
+            for item in items:
+                if not put(item):
                     return
             put(_END)
         except BaseException as exc:  # handed to the consumer
             put(exc)
 
-    reader = threading.Thread(target=read, name="hvc-decoder", daemon=True)
+    reader = threading.Thread(target=produce, name="hvc-decoder", daemon=True)
     reader.start()
     try:
-        while (item := frames.get()) is not _END:
+        while (item := pending.get()) is not _END:
             if isinstance(item, BaseException):
                 raise item
             yield item
     finally:
         stop.set()
         reader.join()
+
+
+def is_jpeg_folder(source: FrameSource) -> bool:
+    return isinstance(source, ImageFolderSource) and all(
+        f.suffix.lower() in JPEG_SUFFIXES for f in source.files
+    )
+
+
+@contextmanager
+def quiet_torchvision_io() -> Iterator[None]:
+    """torchvision 0.29 deprecates its image codecs for TorchCodec on every call; they still
+    work, and a user running a video has nothing to act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module="torchvision")
+        yield
+
+
+def decode_jpeg_batches(
+    source: ImageFolderSource, device: torch.device, depth: int = 4, batch: int = JPEG_BATCH
+) -> Iterator[Frame]:
+    """JPEG files read on a thread, decoded `batch` at a time on `device` (H×W×3 uint8)."""
+
+    def read_batches() -> Iterator[list[tuple[int, torch.Tensor]]]:
+        files = list(enumerate(source.files))
+        for start in range(0, len(files), batch):
+            with quiet_torchvision_io():
+                yield [(i, read_file(str(path))) for i, path in files[start : start + batch]]
+
+    for chunk in read_ahead(read_batches(), depth):
+        try:
+            with quiet_torchvision_io():
+                images = decode_jpeg(
+                    [data for _, data in chunk], mode=ImageReadMode.RGB, device=device
+                )
+        except RuntimeError as exc:
+            names = ", ".join(source.files[i].name for i, _ in chunk)
+            raise HvcError(f"{source.path}: cannot decode JPEG frames {names} ({exc})") from exc
+        for (index, _), image in zip(chunk, images, strict=True):
+            file = source.files[index]
+            if tuple(image.shape[1:]) != (source.height, source.width):
+                raise HvcError(
+                    f"{file}: frame size {image.shape[2]}x{image.shape[1]} differs from the first "
+                    f"frame's {source.width}x{source.height}"
+                )
+            yield Frame(index, file.stem, None, image.permute(1, 2, 0))

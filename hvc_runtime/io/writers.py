@@ -6,29 +6,36 @@ that fails leaves nothing that looks finished. A write error surfaces in the cal
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import shutil
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from hvc_runtime.errors import HvcError
 from hvc_runtime.io.masks import davis_palette, write_palette_png
 
 _STOP = object()
 
 
 class BackgroundWorker:
-    """Runs submitted jobs in order on one thread; re-raises the first failure on submit/close."""
+    """Runs submitted jobs on `threads` threads (in order when there is one); re-raises the
+    first failure on submit/close. PNG and video encoders release the GIL while they work."""
 
-    def __init__(self, max_pending: int = 32) -> None:
+    def __init__(self, threads: int = 1, max_pending: int = 32) -> None:
         self._jobs: queue.Queue = queue.Queue(max_pending)
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="hvc-writer", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._run, name=f"hvc-writer-{n}", daemon=True)
+            for n in range(threads)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def _run(self) -> None:
         while (job := self._jobs.get()) is not _STOP:
@@ -36,7 +43,7 @@ class BackgroundWorker:
                 try:
                     job()
                 except BaseException as exc:  # handed to the submitting thread
-                    self._error = exc
+                    self._error = self._error or exc
 
     def _raise_pending(self) -> None:
         if self._error is not None:
@@ -48,8 +55,10 @@ class BackgroundWorker:
 
     def close(self) -> None:
         """Wait for all jobs; raise the first error any of them hit."""
-        self._jobs.put(_STOP)
-        self._thread.join()
+        for _ in self._threads:
+            self._jobs.put(_STOP)
+        for thread in self._threads:
+            thread.join()
         self._raise_pending()
 
 
@@ -70,7 +79,7 @@ class MaskFolderWriter:
 
     def write(self, name: str, ids: np.ndarray) -> None:
         target = self.staging / f"{name}.png"
-        self.worker.submit(lambda: write_palette_png(target, ids))
+        self.worker.submit(lambda: _write_mask(target, ids))
         self.count += 1
 
     def commit(self) -> None:
@@ -80,6 +89,13 @@ class MaskFolderWriter:
 
     def abort(self) -> None:
         shutil.rmtree(self.staging, ignore_errors=True)
+
+
+def _write_mask(path: Path, ids: np.ndarray) -> None:
+    try:
+        write_palette_png(path, ids)
+    except OSError as exc:  # a full disk, a vanished folder: one line, nothing kept
+        raise HvcError(f"{path}: cannot write the mask ({exc.strerror or exc})") from exc
 
 
 def overlay(rgb: np.ndarray, ids: np.ndarray, alpha: float = 0.5) -> np.ndarray:
@@ -107,20 +123,32 @@ class OverlayVideoWriter:
 
     def _write(self, rgb: np.ndarray, ids: np.ndarray) -> None:
         frame = overlay(rgb, ids)
-        if self._encoder is None:
-            make = _PyAvEncoder if self.codec == "h264" else _OpenCvEncoder
-            self._encoder = make(self.staging, self.fps, frame.shape[1], frame.shape[0])
-        self._encoder.write(frame)
+        with self._errors():
+            if self._encoder is None:
+                make = _PyAvEncoder if self.codec == "h264" else _OpenCvEncoder
+                self._encoder = make(self.staging, self.fps, frame.shape[1], frame.shape[0])
+            self._encoder.write(frame)
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        """Codec and disk failures (PyAV raises its own types, some of them EOFError) as one
+        line naming the video."""
+        try:
+            yield
+        except Exception as exc:
+            raise HvcError(f"{self.path}: cannot write the overlay video ({exc})") from exc
 
     def commit(self) -> None:
         """Call after the worker has drained: finish the file and move it into place."""
         if self._encoder is not None:
-            self._encoder.close()
+            with self._errors():
+                self._encoder.close()
             self.staging.replace(self.path)
 
     def abort(self) -> None:
         if self._encoder is not None:
-            self._encoder.close()
+            with contextlib.suppress(Exception):  # the error being reported came first
+                self._encoder.close()
         self.staging.unlink(missing_ok=True)
 
 

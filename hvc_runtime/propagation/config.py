@@ -2,39 +2,46 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from hvc_runtime.errors import OptionError
+
+
+def _setting(default: object, help: str) -> object:
+    """A field whose help text the command lines show (`metadata["help"]`)."""
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass(frozen=True)
 class PropagationConfig:
-    """How labels travel from context frames to the current frame.
+    """How labels travel from context frames to the current frame (see each field's help)."""
 
-    context_size: short-term context, the previous frames used besides the reference frame.
-    topk: candidates kept per query position, jointly over all context frames.
-    temperature: softmax temperature on the top-k cosine similarities.
-    radius: spatial window (feature cells, Euclidean, strict) for short-term frames only; the
-        long-term copy of the reference frame is searched everywhere.
-    pad_context: the official code fills short-term slots that precede the reference frame with
-        copies of it (51 slots from the first frame on); False uses each existing frame once.
-    soft_labels: store propagated soft label maps as context (official); False stores one-hot maps.
-    """
-
-    context_size: int = 50
-    topk: int = 15
-    temperature: float = 0.1
-    radius: float = 12.0
-    pad_context: bool = True
-    soft_labels: bool = True
+    context_size: int = _setting(
+        50, "Short-term context: previous frames used besides the reference frame."
+    )
+    topk: int = _setting(15, "Top-k candidates per position, jointly over all context frames.")
+    temperature: float = _setting(0.1, "Softmax temperature on the top-k cosine similarities.")
+    radius: float = _setting(
+        12.0,
+        "Window radius (feature cells, Euclidean, strict) for short-term frames; the long-term "
+        "reference frame is searched everywhere.",
+    )
+    pad_context: bool = _setting(
+        True, "Official padding of the context with copies of the reference frame (51 slots)."
+    )
+    soft_labels: bool = _setting(
+        True, "Keep soft label maps in memory (official); off stores one-hot maps."
+    )
 
     def __post_init__(self) -> None:
         if self.context_size < 0:
-            raise ValueError(f"context_size must be >= 0, got {self.context_size}")
+            raise OptionError("context_size", self.context_size, "must be >= 0")
         if self.topk < 1:
-            raise ValueError(f"topk must be >= 1, got {self.topk}")
+            raise OptionError("topk", self.topk, "must be >= 1")
         if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+            raise OptionError("temperature", self.temperature, "must be > 0")
         if self.radius <= 0:
-            raise ValueError(f"radius must be > 0, got {self.radius}")
+            raise OptionError("radius", self.radius, "must be > 0")
 
     def context_indices(self, reference: int, t: int) -> list[int]:
         """Frame indices of the context for frame t: long-term reference, then short-term slots."""

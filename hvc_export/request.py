@@ -1,0 +1,30 @@
+"""What an export is asked to produce: one request object that every exporter reads."""
+
+from __future__ import annotations
+
+from dataclasses import KW_ONLY, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from hvc_export.graph import ShapeRange
+
+
+@dataclass
+class ExportRequest:
+    """Source checkpoint (None: the default encoder), format and destination, then options."""
+
+    checkpoint: Path | None
+    format: str
+    out: Path
+    _: KW_ONLY
+    precision: str = "fp32"
+    moco: Path | None = None
+    shapes: ShapeRange = field(default_factory=ShapeRange)
+    max_batch: int = 8
+    parity_frames: list[np.ndarray] | None = None
+    force: bool = False
+    overwrite: bool = False
+    workspace_bytes: int = 4 << 30
+    timing_cache: Path | None = None
+    version_compatible: bool = False

@@ -1,0 +1,87 @@
+"""Which encoder runs, and on what: a checkpoint on PyTorch, or an exported artifact on the
+runtime its manifest names. The rules live here once, for the Python API and the commands."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from hvc_runtime.artifacts import manifest_path
+from hvc_runtime.backends import TORCH_BACKENDS, EncoderBackend, check_backend, load_backend
+from hvc_runtime.backends.torch_module import TorchBackend
+from hvc_runtime.checkpoints import load_encoder
+from hvc_runtime.errors import HvcError, OptionError
+from hvc_runtime.formats import FORMATS
+
+
+@dataclass(frozen=True)
+class LoadedBackend:
+    """An encoder ready to run and what it is (one line); untrusted ones deserve a warning
+    (untrained weights, or an artifact that failed its export parity check: `caveat`)."""
+
+    encoder: EncoderBackend
+    description: str
+    trusted: bool = True
+    caveat: str = ""
+
+
+def is_artifact(checkpoint: Path | None) -> bool:
+    """An exported artifact is recognised by the manifest hvc-export writes beside it."""
+    return checkpoint is not None and manifest_path(checkpoint).is_file()
+
+
+def load_encoder_backend(
+    checkpoint: Path | None,
+    device: torch.device,
+    *,
+    precision: str = "fp32",
+    backend: str = "auto",
+    moco: Path | None = None,
+    official_bn_drift: bool = False,
+) -> LoadedBackend:
+    """The encoder for `checkpoint` (None: the default) on `device`.
+
+    A checkpoint runs on PyTorch (`backend` torch or torch-compile); an artifact runs on the
+    runtime its manifest names, which `backend` may only confirm."""
+    check_backend(backend)
+    if is_artifact(checkpoint):
+        return _artifact(Path(checkpoint), device, backend, moco, official_bn_drift)
+    if backend not in ("auto", *TORCH_BACKENDS):
+        raise OptionError(
+            "backend", backend, "runs an exported encoder: export one with hvc-export first"
+        )
+    loaded = load_encoder(checkpoint, moco=moco, official_bn_drift=official_bn_drift)
+    compiled, graphs = backend == "torch-compile", backend == "torch-cudagraphs"
+    return LoadedBackend(
+        TorchBackend(loaded.encoder, device, precision, compile=compiled, cuda_graphs=graphs),
+        loaded.description
+        + {"torch-compile": " (torch.compile)", "torch-cudagraphs": " (CUDA graphs)"}.get(
+            backend, ""
+        ),
+        trusted=loaded.trained,
+    )
+
+
+def _artifact(
+    artifact: Path, device: torch.device, backend: str, moco: Path | None, drift: bool
+) -> LoadedBackend:
+    if moco is not None:
+        raise OptionError(
+            "moco", moco, f"{artifact} is an exported artifact; its features are fixed"
+        )
+    if drift:
+        raise OptionError(
+            "official_bn_drift", drift, f"{artifact} is an exported artifact; its weights are fixed"
+        )
+    encoder, manifest = load_backend(artifact, device)
+    runtime = FORMATS[manifest.format].runtime
+    if backend not in ("auto", runtime):
+        raise HvcError(f"{artifact}: a {manifest.format} artifact runs on {runtime}, not {backend}")
+    return LoadedBackend(
+        encoder,
+        f"{manifest.format} {manifest.precision} artifact {artifact} on {runtime}",
+        trusted=bool(manifest.parity.get("passed")),
+        caveat="" if manifest.parity.get("passed") else "parity failed",
+    )

@@ -1,0 +1,356 @@
+"""Nothing lost, nothing silently wrong: bad inputs and faults end cleanly, from the command line.
+
+Each case runs the real command on real files (videos cut short with OpenCV and PyAV, masks
+saved the wrong way, weights with NaNs, real signals to a subprocess); disk-full and
+out-of-memory faults come from a writer or an encoder patched to fail as the real ones do.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from hvc_export.cli import app as export_app
+from hvc_runtime.atomic import file_mode
+from hvc_runtime.checkpoints import CheckpointHeader, random_encoder, save_encoder
+from hvc_runtime.cli import eval_app, run_app
+from hvc_runtime.io.masks import read_mask, write_palette_png
+from tests.conftest import panning_clip, smooth_texture, write_video
+from tests.test_cli import assert_one_line_error, run_cli
+
+runner = CliRunner()
+
+
+def run_ok(args):
+    code, _, stderr = run_cli(run_app, [*args, "--device", "cpu"])
+    assert code == 0, stderr
+    return stderr
+
+
+def entries(folder):
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else None
+
+
+# -- data loss --------------------------------------------------------------------------------
+
+
+def test_annotation_folder_is_never_taken_for_a_result(clip, tmp_path):
+    """`--out ann` where ann/masks holds the user's own PNGs, the input mask among them."""
+    video, _ = clip
+    ann = tmp_path / "ann"
+    (ann / "masks").mkdir(parents=True)
+    mask = ann / "masks" / "00000.png"
+    write_palette_png(mask, read_mask(clip[1]))
+    write_palette_png(ann / "masks" / "00001.png", read_mask(clip[1]))
+    before = {p.name: p.read_bytes() for p in (ann / "masks").iterdir()}
+    code, _, stderr = run_cli(run_app, [video, mask, "--out", ann, "--device", "cpu"])
+    assert_one_line_error(code, stderr, "not an earlier hvc-run result (masks)", "--overwrite")
+    code, _, stderr = run_cli(run_app, [video, mask, "--out", ann, "--overwrite"])
+    assert_one_line_error(code, stderr, "holds an input of this run", "00000.png")
+    assert {p.name: p.read_bytes() for p in (ann / "masks").iterdir()} == before
+    assert entries(ann) == ["masks"]
+
+
+def test_rerun_of_another_video_leaves_no_mixed_result(clip, tmp_path):
+    video, mask = clip
+    out = tmp_path / "out"
+    run_ok([video, mask, "--out", out])
+    assert entries(out) == ["masks", "overlay.mp4", "summary.json"]
+    (tmp_path / "other").mkdir()
+    other, other_mask = panning_clip(tmp_path / "other", frames=4)
+    run_ok([other, other_mask, "--out", out, "--no-overlay"])
+    assert entries(out) == ["masks", "summary.json"]  # the first video's overlay is gone
+    assert len(list((out / "masks").glob("*.png"))) == 4
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["tool"] == "hvc-run" and summary["outputs"] == ["masks"]
+    assert summary["video"] == str(other)
+
+
+def test_overwrite_keeps_the_users_other_files(clip, tmp_path):
+    video, mask = clip
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    run_ok([video, mask, "--out", out, "--overwrite", "--no-overlay"])
+    run_ok([video, mask, "--out", out, "--overwrite", "--no-overlay"])
+    assert entries(out) == ["masks", "notes.txt", "summary.json"]
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_export_never_overwrites_its_source_and_asks_before_replacing(tmp_path):
+    source = tmp_path / "mine.safetensors"
+    save_encoder(random_encoder().backbone, source, CheckpointHeader(training={"steps": 1}))
+    original = source.read_bytes()
+    shapes = ["--min-shape", "64x64", "--opt-shape", "64x96", "--max-shape", "128x160"]
+    for extra in ([], ["--overwrite"]):
+        result = runner.invoke(
+            export_app,
+            [str(source), "--format", "torchscript", "--out", str(source), *shapes, *extra],
+        )
+        assert_one_line_error(result.exit_code, result.stderr, "is the source checkpoint")
+    assert source.read_bytes() == original
+    artifact = tmp_path / "enc.pt"
+    args = [str(source), "--format", "torchscript", "--out", str(artifact), *shapes]
+    assert runner.invoke(export_app, args).exit_code == 0
+    first = artifact.read_bytes()
+    result = runner.invoke(export_app, args)
+    assert_one_line_error(result.exit_code, result.stderr, "enc.pt: already exists", "--overwrite")
+    assert artifact.read_bytes() == first
+    assert runner.invoke(export_app, [*args, "--overwrite"]).exit_code == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "enc.pt",
+        "enc.pt.json",
+        "mine.safetensors",
+    ]
+
+
+# -- exit 0 with wrong results ----------------------------------------------------------------
+
+
+def _cut(path, fraction):
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * fraction)])
+
+
+def _pyav_mp4(path, frames):
+    av = pytest.importorskip("av")
+    container = av.open(str(path), "w", options={"movflags": "faststart"})
+    stream = container.add_stream("libx264", rate=12)
+    stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+    for frame in frames:
+        container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+    container.mux(stream.encode())
+    container.close()
+
+
+@pytest.mark.parametrize("maker", ["opencv-avi", "pyav-mp4"])
+def test_video_cut_short_is_an_error_unless_partial_is_allowed(clip, tmp_path, maker):
+    _, mask = clip
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 255, (64, 96, 3), dtype=np.uint8) for _ in range(20)]
+    video = tmp_path / ("cut.avi" if maker == "opencv-avi" else "cut.mp4")
+    if maker == "opencv-avi":
+        write_video(video, frames, fourcc="MJPG")
+    else:
+        _pyav_mp4(video, frames)
+    _cut(video, 0.5)
+    out = tmp_path / "out"
+    code, _, stderr = run_cli(run_app, [video, mask, "--out", out, "--device", "cpu"])
+    assert_one_line_error(code, stderr, video.name, "of the 20 frames", "--allow-partial")
+    assert not out.exists()
+    stderr = run_ok([video, mask, "--out", out, "--allow-partial", "--no-overlay"])
+    kept = len(list((out / "masks").glob("*.png")))
+    assert 0 < kept < 20 and f"kept the {kept} decoded frames" in stderr and "warning:" in stderr
+
+
+def test_masks_that_cannot_hold_the_intended_ids_are_refused(clip, tmp_path):
+    video, mask = clip
+    ids = read_mask(mask)
+    Image.fromarray(ids * 100).save(tmp_path / "lossy.jpg", quality=90)
+    soft = (ids > 0).astype(np.uint8) * 255
+    soft[10, 10:40] = 128  # an anti-aliased edge
+    Image.fromarray(soft, mode="L").save(tmp_path / "soft.png")
+    for name, fragment in {"lossy.jpg": "JPEG is lossy", "soft.png": "mixes 255 with"}.items():
+        code, _, stderr = run_cli(run_app, [video, tmp_path / name, "--out", tmp_path / "o"])
+        assert_one_line_error(code, stderr, name, fragment)
+    assert not (tmp_path / "o").exists()
+
+
+def test_weights_that_are_not_finite_are_refused(clip, tmp_path):
+    video, mask = clip
+    trunk = random_encoder().backbone
+    with torch.no_grad():
+        trunk.layer1[0].conv1.weight[0, 0, 0, 0] = float("inf")
+    save_encoder(trunk, tmp_path / "inf.safetensors", CheckpointHeader())
+    code, _, stderr = run_cli(
+        run_app,
+        [video, mask, "--checkpoint", tmp_path / "inf.safetensors", "--out", tmp_path / "o"],
+    )
+    assert_one_line_error(code, stderr, "inf.safetensors", "layer1.0.conv1.weight", "non-finite")
+    assert not (tmp_path / "o").exists()
+
+
+def test_frame_names_without_padding_are_taken_in_numeric_order(tmp_path):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for t in range(1, 12):
+        Image.fromarray(smooth_texture(40, 56, seed=t)).save(frames / f"{t}.png")
+    mask = np.zeros((40, 56), np.uint8)
+    mask[10:30, 10:30] = 1
+    write_palette_png(tmp_path / "mask.png", mask)
+    out = tmp_path / "out"
+    stderr = run_ok([frames, tmp_path / "mask.png", "--out", out, "--no-overlay"])
+    assert "warning:" in stderr and "numeric order (1.png, 2.png, ..., 11.png)" in stderr
+    assert len(list((out / "masks").glob("*.png"))) == 11
+    Image.fromarray(smooth_texture(40, 56, seed=3)).save(frames / "3.jpg")
+    code, _, stderr = run_cli(run_app, [frames, tmp_path / "mask.png", "--out", tmp_path / "o"])
+    assert_one_line_error(code, stderr, "several images named 3")
+
+
+def test_object_too_small_to_track_is_a_warning(clip, tmp_path):
+    video, mask = clip
+    ids = read_mask(mask)
+    ids[2, 2] = 3  # one pixel between feature-grid points: it vanishes on the feature grid
+    write_palette_png(tmp_path / "tiny.png", ids)
+    stderr = run_ok([video, tmp_path / "tiny.png", "--out", tmp_path / "o", "--no-overlay"])
+    assert "warning: object 3 smaller than one feature cell" in " ".join(stderr.split())
+
+
+# -- one line for every failure, and nothing half written -------------------------------------
+
+
+def test_disk_full_while_writing_masks(clip, tmp_path, monkeypatch):
+    import hvc_runtime.io.writers as writers
+
+    real = writers.write_palette_png
+    written = []
+
+    def fill_up(path, ids):
+        if len(written) >= 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        written.append(path)
+        real(path, ids)
+
+    monkeypatch.setattr(writers, "write_palette_png", fill_up)
+    video, mask = clip
+    out = tmp_path / "out"
+    code, _, stderr = run_cli(run_app, [video, mask, "--out", out, "--device", "cpu"])
+    assert_one_line_error(code, stderr, "No space left on device")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("failure", [OSError(errno.ENOSPC, "No space left on device"), EOFError()])
+def test_disk_full_while_writing_the_overlay(clip, tmp_path, monkeypatch, failure):
+    """PyAV reports a full disk as OSError or as an EOFError (which click would turn into a
+    bare `Aborted.`): both become one line, and neither masks nor a partial video stay."""
+    import hvc_runtime.io.writers as writers
+
+    def broken(self, rgb):
+        raise failure
+
+    monkeypatch.setattr(writers._PyAvEncoder, "write", broken)
+    monkeypatch.setattr(writers._OpenCvEncoder, "write", broken)
+    video, mask = clip
+    out = tmp_path / "out"
+    out.mkdir()
+    code, _, stderr = run_cli(run_app, [video, mask, "--out", out, "--device", "cpu"])
+    assert_one_line_error(code, stderr, "overlay.mp4: cannot write the overlay video")
+    assert entries(out) == []
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "CUDA out of memory. Tried to allocate 20.00 GiB. GPU 0 has a total capacity of 79 GiB",
+        "[enforce fail at alloc_cpu.cpp:121] data. DefaultCPUAllocator: can't allocate memory: "
+        "you tried to allocate 21474836480 bytes. Error code 12 (Cannot allocate memory)",
+    ],
+)
+def test_out_of_memory_says_how_much_and_suggests_a_size(clip, tmp_path, monkeypatch, message):
+    from hvc_runtime.backends.torch_module import TorchBackend
+
+    def exhausted(self, frames):
+        raise torch.OutOfMemoryError(message) if "CUDA" in message else RuntimeError(message)
+
+    monkeypatch.setattr(TorchBackend, "__call__", exhausted)
+    video, mask = clip
+    out = tmp_path / "out"
+    code, _, stderr = run_cli(run_app, [video, mask, "--out", out, "--size", "4000"])
+    assert_one_line_error(code, stderr, "--size 4000: out of", "20.00 GiB", "smaller short side")
+    assert not out.exists()
+
+
+def test_checkpoints_that_are_not_weights(clip, tmp_path):
+    from torchvision.models import resnet18
+
+    video, mask = clip
+    torch.save(resnet18(weights=None), tmp_path / "full.pth")
+    (tmp_path / "enc.onnx").write_bytes(b"\x08\x07")
+    for name, fragment in {"full.pth": "pickled Python objects", "enc.onnx": "no manifest"}.items():
+        code, _, stderr = run_cli(
+            run_app, [video, mask, "--checkpoint", tmp_path / name, "--out", tmp_path / "o"]
+        )
+        assert_one_line_error(code, stderr, name, fragment)
+        assert "weights_only" not in stderr
+
+
+def test_eval_names_a_missing_results_folder(tmp_path):
+    from tests.test_davis import make_dataset
+
+    make_dataset(tmp_path / "davis", ["a"])
+    code, _, stderr = run_cli(eval_app, [tmp_path / "nowhere", "--davis", tmp_path / "davis"])
+    assert_one_line_error(code, stderr, "nowhere: results folder not found")
+    (tmp_path / "results").mkdir()
+    code, _, stderr = run_cli(eval_app, [tmp_path / "results", "--davis", tmp_path / "davis"])
+    assert_one_line_error(code, stderr, "results/a: folder not found")
+
+
+def test_eval_run_never_writes_into_the_dataset(tmp_path):
+    from tests.test_davis import make_dataset
+
+    make_dataset(tmp_path / "davis", ["a"])
+    annotations = tmp_path / "davis" / "Annotations" / "480p"
+    before = sorted(p.name for p in (annotations / "a").iterdir())
+    code, _, stderr = run_cli(
+        eval_app, [annotations, "--davis", tmp_path / "davis", "--run", "--overwrite"]
+    )
+    assert_one_line_error(code, stderr, "inside the dataset")
+    assert sorted(p.name for p in (annotations / "a").iterdir()) == before
+
+
+# -- signals ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupted_run_cleans_up_and_says_where(tmp_path, signum, code):
+    video, mask = panning_clip(tmp_path, frames=400)
+    out = tmp_path / "out"
+    launch = [sys.executable, "-c", "from hvc_runtime.cli import run_app; run_app()"]
+    process = subprocess.Popen(
+        [*launch, str(video), str(mask), "--out", str(out), "--device", "cpu", "--no-overlay"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    staged = out / ".hvc-run.partial" / ".masks.partial"
+    deadline = time.monotonic() + 240
+    while len(list(staged.glob("*.png"))) < 3 and process.poll() is None:
+        assert time.monotonic() < deadline, "the run never started writing masks"
+        time.sleep(0.05)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == code, stderr
+    lines = [line for line in stderr.splitlines() if line.startswith("interrupted")]
+    assert len(lines) == 1 and "/400; nothing written" in lines[0], stderr
+    assert f"({signal.Signals(signum).name})" in lines[0]
+    assert not out.exists()  # the run created it, and leaves nothing behind
+
+
+# -- smaller ----------------------------------------------------------------------------------
+
+
+def test_outputs_follow_the_users_umask(clip, tmp_path):
+    video, mask = clip
+    out = tmp_path / "out"
+    run_ok([video, mask, "--out", out])
+    for path in (out / "summary.json", out / "overlay.mp4", next((out / "masks").iterdir())):
+        assert path.stat().st_mode & 0o777 == file_mode(), path
+    save_encoder(random_encoder().backbone, tmp_path / "enc.safetensors", CheckpointHeader())
+    assert (tmp_path / "enc.safetensors").stat().st_mode & 0o777 == file_mode()
+
+
+def test_help_does_not_promise_a_shipped_checkpoint():
+    for app in (run_app, eval_app, export_app):
+        result = runner.invoke(app, ["--help"])
+        assert result.exit_code == 0 and "shipped" not in result.stdout
