@@ -1,8 +1,8 @@
 """hvc runtime: HVC encoders, label propagation, video/mask I/O and DAVIS evaluation.
 
-    from hvc_runtime import Segmenter, open_frames, read_mask
-    segmenter = Segmenter.from_checkpoint("hvc.safetensors", device="auto")
-    masks = list(segmenter.track(open_frames("video.mp4"), read_mask("mask.png")))
+from hvc_runtime import Segmenter, open_frames, read_mask
+segmenter = Segmenter.from_checkpoint("hvc.safetensors", device="auto")
+masks = list(segmenter.track(open_frames("video.mp4"), read_mask("mask.png")))
 """
 
 from hvc_runtime.checkpoints import load_encoder
@@ -10,16 +10,16 @@ from hvc_runtime.errors import HvcError, HvcWarning, OptionError
 from hvc_runtime.io.frames import open_frames
 from hvc_runtime.io.masks import read_mask, write_palette_png
 from hvc_runtime.pipeline import segment_video
-from hvc_runtime.propagation import FastPropagator, PropagationConfig, ReferencePropagator
+from hvc_runtime.propagation import DensePropagator, FastPropagator, PropagationConfig
 from hvc_runtime.segmenter import Segmenter
 
 __all__ = [
+    "DensePropagator",
     "FastPropagator",
     "HvcError",
     "HvcWarning",
     "OptionError",
     "PropagationConfig",
-    "ReferencePropagator",
     "Segmenter",
     "load_encoder",
     "open_frames",

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hvc_runtime.propagation import FastPropagator, PropagationConfig, ReferencePropagator
+from hvc_runtime.propagation import DensePropagator, FastPropagator, PropagationConfig
 from hvc_runtime.propagation.fast import expand_multiplicity
 from hvc_runtime.propagation.window import within_radius
 
@@ -65,7 +65,7 @@ def test_fast_equals_reference(cfg, grid, frames, tile, group):
     objects = blobs(2, height, width, seed=1)
     first = torch.cat([(background - objects.sum(0)).clamp(min=0), objects])
     given = {0: first}
-    reference = run(ReferencePropagator(cfg), features, given)
+    reference = run(DensePropagator(cfg), features, given)
     fast = run(FastPropagator(cfg, tile=tile, tile_group=group), features, given)
     assert_same(reference, fast)
 
@@ -76,13 +76,13 @@ def test_late_objects_and_more_than_20_ids_match():
     features = drifting_features(14, 16, height, width, seed=2)
     first = blobs(25, height, width, seed=3)
     given = {0: first, 4: blobs(3, height, width, seed=4), 9: blobs(1, height, width, seed=5)}
-    reference_prop, fast_prop = ReferencePropagator(cfg), FastPropagator(cfg, tile=6)
+    reference_prop, fast_prop = DensePropagator(cfg), FastPropagator(cfg, tile=6)
     assert_same(run(reference_prop, features, given), run(fast_prop, features, given))
     assert len(fast_prop.references) == 3
     assert fast_prop.num_channels == 29
-    store = fast_prop.references[0].store_slots  # one feature store for all three references
-    assert all(ref.store_slots is store for ref in fast_prop.references)
-    assert store.slots.shape[2] <= cfg.context_size
+    store = fast_prop.references[0].store  # one feature store for all three references
+    assert all(ref.store is store for ref in fast_prop.references)
+    assert store.features.shape[2] <= cfg.context_size
 
 
 # bf16 keeps 8 mantissa bits: many scores tie exactly, and tie order is free in both top-ks
@@ -92,7 +92,7 @@ def test_half_precision_matches_the_reference(dtype, minimum):
     height, width = 16, 24
     features = drifting_features(14, 32, height, width, seed=6, dtype=dtype)
     given = {0: blobs(3, height, width, seed=7)}
-    reference = run(ReferencePropagator(cfg), features, given)
+    reference = run(DensePropagator(cfg), features, given)
     fast = run(FastPropagator(cfg), features, given)
     # scores round to the same dtype, but the two matrix products may sum in another order:
     # one-ulp score differences move soft labels a little and argmax almost never
@@ -110,7 +110,7 @@ def test_memory_holds_at_most_the_context():
         prop.step(f, torch.ones(1, 6, 7) if t == 0 else None)
         memory = prop.references[0]
         assert len(memory.labels) <= cfg.context_size + 1
-        assert memory.slots.shape[2] <= cfg.context_size
+        assert memory.store.features.shape[2] <= cfg.context_size
         assert set(memory.features) == {0}  # only the long-term frame is kept unpadded
 
 
@@ -132,9 +132,9 @@ def test_references_in_quick_succession_share_a_bounded_store():
     height, width = 9, 11
     features = drifting_features(12, 8, height, width, seed=9)
     given = {t: blobs(1, height, width, seed=10 + t) for t in (0, 1, 2, 5, 6)}
-    reference_prop, fast_prop = ReferencePropagator(cfg), FastPropagator(cfg, tile=4)
+    reference_prop, fast_prop = DensePropagator(cfg), FastPropagator(cfg, tile=4)
     assert_same(run(reference_prop, features, given), run(fast_prop, features, given))
-    assert fast_prop.references[0].store_slots.slots.shape[2] <= cfg.context_size
+    assert fast_prop.references[0].store.features.shape[2] <= cfg.context_size
 
 
 @pytest.mark.parametrize("radius", [0.1, 1.0, 2.5, 12.0, math.nextafter(12.0, 0.0), 145**0.5])

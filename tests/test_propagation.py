@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hvc_runtime.propagation import PropagationConfig, ReferencePropagator
+from hvc_runtime.propagation import DensePropagator, PropagationConfig
 from hvc_runtime.segmenter import Segmenter
 from tests.conftest import smooth_texture
 
@@ -43,7 +43,7 @@ def random_unit(dim, height, width, generator):
 def test_reference_equals_literal_dense_computation(cfg):
     generator = torch.Generator().manual_seed(0)
     height, width, dim = 5, 7, 16
-    prop = ReferencePropagator(cfg)
+    prop = DensePropagator(cfg)
     labels0 = torch.softmax(torch.randn(3, height, width, generator=generator), 0)
     history_feats, history_labels = [], []
     feats = random_unit(dim, height, width, generator)
@@ -79,7 +79,7 @@ def test_context_indices_follow_the_official_padding():
 
 
 def test_memory_is_bounded_by_the_context():
-    prop = ReferencePropagator(PropagationConfig(context_size=5))
+    prop = DensePropagator(PropagationConfig(context_size=5))
     generator = torch.Generator().manual_seed(1)
     prop.step(random_unit(8, 4, 4, generator), torch.ones(1, 4, 4))
     for _ in range(40):
@@ -184,7 +184,7 @@ def test_hard_labels_keep_memory_one_hot(encoder):
 
 
 def test_api_errors():
-    prop = ReferencePropagator()
+    prop = DensePropagator()
     with pytest.raises(ValueError, match="first frame needs labels"):
         prop.step(torch.zeros(4, 2, 2))
     with pytest.raises(ValueError, match="temperature"):

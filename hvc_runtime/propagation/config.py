@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
+
 from hvc_runtime.errors import OptionError
 
 
@@ -32,6 +34,12 @@ class PropagationConfig:
     soft_labels: bool = _setting(
         True, "Keep soft label maps in memory (official); off stores one-hot maps."
     )
+    fp32_scores: bool = _setting(
+        True,
+        "Rank fp16/bf16 features by fp32 scores. Off rounds score/temperature to the feature "
+        "precision as the official fp16 autocast does: it reproduces official fp16 masks, "
+        "including their mislabelling of textureless video.",
+    )
 
     def __post_init__(self) -> None:
         if self.context_size < 0:
@@ -42,6 +50,10 @@ class PropagationConfig:
             raise OptionError("temperature", self.temperature, "must be > 0")
         if self.radius <= 0:
             raise OptionError("radius", self.radius, "must be > 0")
+
+    def score_dtype(self, features: torch.dtype) -> torch.dtype:
+        """The dtype scores are ranked in for features of `features` dtype."""
+        return torch.float32 if self.fp32_scores else features
 
     def context_indices(self, reference: int, t: int) -> list[int]:
         """Frame indices of the context for frame t: long-term reference, then short-term slots."""

@@ -12,44 +12,54 @@ the radius, and early in a video most slots are copies of the reference frame. H
   view), masked to each query's disk; the long-term slot is scored over the whole frame;
 - the two top-k lists are merged into the joint top-k.
 
-Scores are rounded in the same dtype as the reference's, so in fp32 only exact ties can be
-ordered differently. In fp16/bf16 the reference ranks score/temperature rounded to that dtype,
-which creates a few more ties, and the two matrix products may sum in another order (one-ulp
-differences): masks still agree to well within the fp16 targets. Plain PyTorch: it runs wherever
-PyTorch does, CPU included.
+Scores are ranked in the same dtype as the dense reference's (`PropagationConfig.score_dtype`:
+fp32 by default, also for fp16/bf16 features), so only exact ties can be ordered differently
+(and, in half precision, the two matrix products may sum in another order). Two kernels do the
+windowed and long-term scoring: plain PyTorch, which runs wherever PyTorch does, and a fused
+Triton kernel (`triton_window`) that never writes a score to memory; `kernel="auto"` takes
+Triton for CUDA tensors where it is installed and ranks in fp32.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from collections import Counter
 
 import torch
 import torch.nn.functional as F
 
+from hvc_runtime.errors import OptionError
 from hvc_runtime.propagation.config import PropagationConfig
-from hvc_runtime.propagation.numerics import half_aware_matmul
+from hvc_runtime.propagation.numerics import score_matmul
 from hvc_runtime.propagation.online import OnlinePropagator
 from hvc_runtime.propagation.slots import SlotMemory, SlotStore
 from hvc_runtime.propagation.window import TileWindows, tile_windows
 
 _CHUNK_BYTES = 128 * 2**20
 DEFAULT_TILE = 8
+KERNELS = ("auto", "torch", "triton")
 
 
 class FastPropagator(OnlinePropagator):
-    """Local-window, deduplicated top-k propagation; same semantics as `ReferencePropagator`."""
+    """Local-window, deduplicated top-k propagation; same semantics as `DensePropagator`."""
 
     def __init__(
         self,
         config: PropagationConfig = PropagationConfig(),
+        *,
         tile: int = DEFAULT_TILE,
         tile_group: int | None = None,
+        kernel: str = "auto",
     ) -> None:
-        """`tile`: query tile side B; `tile_group`: tiles scored per step (None: by device)."""
+        """`tile`: query tile side B; `tile_group`: tiles the PyTorch kernel scores per step
+        (None: by device); `kernel`: auto, torch or triton (see the module doc)."""
         if tile < 1 or (tile_group is not None and tile_group < 1):
-            raise ValueError(f"tile and tile_group must be >= 1, got {tile}, {tile_group}")
+            raise OptionError("tile", (tile, tile_group), "tile and tile_group must be >= 1")
+        if kernel not in KERNELS:
+            raise OptionError("kernel", kernel, f"choose one of {', '.join(KERNELS)}")
         self.tile = tile
         self.tile_group = tile_group
+        self.kernel = kernel
         super().__init__(config)
 
     def reset(self) -> None:
@@ -66,22 +76,30 @@ class FastPropagator(OnlinePropagator):
         if self._store is None:
             capacity = max(1, self.config.context_size)
             self._store = SlotStore(self._windows, capacity)
-        return SlotMemory(frame, channels, store_slots=self._store)
+        return SlotMemory(frame, channels, store=self._store)
+
+    def uses_triton(self, query: torch.Tensor) -> bool:
+        """Whether the fused Triton kernel scores this query (it ranks in fp32 only)."""
+        if self.kernel != "auto":
+            return self.kernel == "triton"
+        fp32_ranking = self.config.score_dtype(query.dtype) == torch.float32
+        return query.is_cuda and fp32_ranking and importlib.util.find_spec("triton") is not None
 
     def _predict(self, ref: SlotMemory, query: torch.Tensor) -> torch.Tensor:
         cfg = self.config
         positions = query.shape[1]
-        slots = cfg.context_indices(ref.frame, self.t)
-        k = min(cfg.topk, len(slots) * positions)
-        values, cells = long_term_topk(query, ref.features[ref.frame], k)
-        allocated = ref.slots.shape[2]
-        frame_in_slot = {slot: frame for frame, slot in ref.slot_of.items()}
-        counts = Counter(slots[1:])
-        multiplicity = [counts.get(frame_in_slot.get(s, -1), 0) for s in range(allocated)]
+        context = cfg.context_indices(ref.frame, self.t)
+        k = min(cfg.topk, len(context) * positions)
+        long_term, windowed = self._kernels(query)
+        values, cells = long_term(query, ref.features[ref.frame], k)
+        slot_tensor = ref.store.features
+        frame_in_slot = {slot: frame for frame, slot in ref.held_slots().items()}
+        counts = Counter(context[1:])
+        multiplicity = [
+            counts.get(frame_in_slot.get(s, -1), 0) for s in range(slot_tensor.shape[2])
+        ]
         if counts:
-            local_values, local_cells = windowed_topk(
-                query, ref.slots, multiplicity, self._windows, k, self.tile_group
-            )
+            local_values, local_cells = windowed(query, slot_tensor, multiplicity, self._windows, k)
             values = torch.cat([values, local_values], 1)
             cells = torch.cat([cells, local_cells + positions], 1)  # after the long-term frame
             values, pick = values.topk(k, dim=1)
@@ -89,20 +107,41 @@ class FastPropagator(OnlinePropagator):
         weights = torch.softmax((values / cfg.temperature).float(), dim=-1)
         empty = torch.zeros_like(ref.labels[ref.frame])
         by_slot = [
-            ref.labels[frame_in_slot[s]] if s in frame_in_slot else empty for s in range(allocated)
+            ref.labels[frame_in_slot[s]] if s in frame_in_slot else empty
+            for s in range(slot_tensor.shape[2])
         ]
         labels = torch.cat([ref.labels[ref.frame], *by_slot], dim=1)
         return weighted_labels(labels, cells, weights)
 
+    def _kernels(self, query: torch.Tensor):
+        """(long-term top-k, windowed top-k) functions for this query's device and dtype."""
+        if self.uses_triton(query):
+            from hvc_runtime.propagation import triton_window  # needs triton: imported on use
 
-def long_term_topk(query: torch.Tensor, keys: torch.Tensor, k: int):
-    """Top-k scores [hw, k'] and key cells of every query against a whole frame ([D, hw] each)."""
+            return triton_window.triton_long_term_topk, triton_window.triton_windowed_topk
+        dtype = self.config.score_dtype(query.dtype)
+
+        def long_term(query, keys, k):
+            return long_term_topk(query, keys, k, dtype)
+
+        def windowed(query, slots, multiplicity, windows, k):
+            return windowed_topk(query, slots, multiplicity, windows, k, self.tile_group, dtype)
+
+        return long_term, windowed
+
+
+def long_term_topk(
+    query: torch.Tensor, keys: torch.Tensor, k: int, dtype: torch.dtype | None = None
+):
+    """Top-k scores [hw, k'] (in `dtype`, default the features') and key cells of every query
+    against a whole frame ([D, hw] each)."""
     positions = query.shape[1]
     k = min(k, keys.shape[1])
-    chunk = max(1, _CHUNK_BYTES // (keys.shape[1] * query.element_size()))
+    dtype = dtype or query.dtype
+    chunk = max(1, _CHUNK_BYTES // (keys.shape[1] * dtype.itemsize))
     values, cells = [], []
     for start in range(0, positions, chunk):
-        top = half_aware_matmul(query[:, start : start + chunk].T, keys).topk(k, dim=1)
+        top = score_matmul(query[:, start : start + chunk].T, keys, dtype).topk(k, dim=1)
         values.append(top.values)
         cells.append(top.indices)
     return torch.cat(values), torch.cat(cells)
@@ -115,17 +154,19 @@ def windowed_topk(
     windows: TileWindows,
     k: int,
     group: int | None = None,
+    dtype: torch.dtype | None = None,
 ):
     """Joint top-k over the short-term slots inside each query's window, duplicates expanded.
 
-    query: [D, hw]; slots: [Hk, Wk, U, D] (`SlotMemory`); multiplicity: for each of the U
-    slots, how many short-term slots of the official layout its frame fills (0: not in the
-    context; a host list, so no device synchronisation is needed to test for zeros).
-    Returns values [hw, k] and flat indices slot·hw + cell. Keys outside the window or the grid
-    score -inf; they only surface when fewer than k real candidates exist, and then weigh
-    nothing, as the reference's -1e10 entries. `group` tiles are scored per step (default: one
-    on CPU, as many as fit in 128 MB elsewhere).
+    query: [D, hw]; slots: [Hk, Wk, U, D] (`SlotStore.features`); multiplicity: for each of
+    the U slots, how many short-term slots of the official layout its frame fills (0: not in
+    the context; a host list, so no device synchronisation is needed to test for zeros).
+    Returns values [hw, k] (in `dtype`, default the features') and flat indices slot·hw +
+    cell. Keys outside the window or the grid score -inf; they only surface when fewer than k
+    real candidates exist, and then weigh nothing, as the reference's -1e10 entries. `group`
+    tiles are scored per step (default: one on CPU, as many as fit in 128 MB elsewhere).
     """
+    dtype = dtype or query.dtype
     dim, positions = query.shape
     height, width, tile = windows.height, windows.width, windows.tile
     frames = slots.shape[2]
@@ -143,14 +184,14 @@ def windowed_topk(
     cells = side * side
     unique_k = min(k, cells * frames)
     cells_k = min(k, cells)
-    values = slots.new_empty(windows.num_tiles, unique_k, tile * tile)
+    values = slots.new_empty(windows.num_tiles, unique_k, tile * tile, dtype=dtype)
     index = torch.empty(values.shape, dtype=torch.long, device=slots.device)
     if group is None:  # CPUs: one tile at a time, no copies; GPUs: fewer, larger launches
-        per_tile = side * side * frames * (dim + tile * tile) * slots.element_size()
+        per_tile = side * side * frames * (dim + tile * tile) * dtype.itemsize
         group = 1 if slots.device.type == "cpu" else max(1, _CHUNK_BYTES // per_tile)
     for start in range(0, windows.num_tiles, group):
         stop = min(start + group, windows.num_tiles)
-        scores = _tile_scores(slots, tiles, windows, start, stop).view(
+        scores = _tile_scores(slots, tiles, windows, start, stop, dtype).view(
             stop - start, cells, frames, -1
         )
         if any_absent:
@@ -176,7 +217,12 @@ def windowed_topk(
 
 
 def _tile_scores(
-    slots: torch.Tensor, tiles: torch.Tensor, windows: TileWindows, start: int, stop: int
+    slots: torch.Tensor,
+    tiles: torch.Tensor,
+    windows: TileWindows,
+    start: int,
+    stop: int,
+    dtype: torch.dtype,
 ) -> torch.Tensor:
     """Scores [G, B+2P, (B+2P)·U, B²] of tiles start..stop against the keys around them.
 
@@ -199,11 +245,11 @@ def _tile_scores(
 
     if stop - start > 1:
         regions = torch.stack([region(number) for number in range(start, stop)])
-        return half_aware_matmul(regions, tiles[start:stop, None])
+        return score_matmul(regions, tiles[start:stop, None], dtype)
     keys, queries = region(start), tiles[start]
-    scores = keys.new_empty(1, side, side * frames, tile * tile, dtype=queries.dtype)
+    scores = keys.new_empty(1, side, side * frames, tile * tile, dtype=dtype)
     for a0, a1, q0, q1 in windows.row_bands:
-        scores[0, a0:a1, :, q0:q1] = half_aware_matmul(keys[a0:a1], queries[:, q0:q1])
+        scores[0, a0:a1, :, q0:q1] = score_matmul(keys[a0:a1], queries[:, q0:q1], dtype)
     return scores
 
 

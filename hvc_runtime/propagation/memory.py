@@ -20,7 +20,7 @@ class ReferenceMemory:
     features: dict[int, torch.Tensor] = field(default_factory=dict)  # t -> [D, h*w]
     labels: dict[int, torch.Tensor] = field(default_factory=dict)  # t -> [C, h*w]
 
-    def store(self, t: int, features: torch.Tensor, labels: torch.Tensor) -> None:
+    def keep(self, t: int, features: torch.Tensor, labels: torch.Tensor) -> None:
         self.features[t] = features
         self.labels[t] = labels
 

@@ -1,4 +1,4 @@
-"""Matrix products whose rounding matches across devices."""
+"""Matrix products whose rounding matches across devices, and the dtype scores are ranked in."""
 
 from __future__ import annotations
 
@@ -11,3 +11,11 @@ def half_aware_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     if a.device.type == "cpu" and a.dtype in (torch.float16, torch.bfloat16):
         return (a.float() @ b.float()).to(a.dtype)
     return a @ b
+
+
+def score_matmul(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """a @ b accumulated in fp32 and returned in `dtype`: float32 keeps the sums as they are
+    (fp32 ranking of half features); a half dtype rounds them as a half GEMM does."""
+    if dtype == torch.float32 and a.dtype != torch.float32:
+        return a.float() @ b.float()
+    return half_aware_matmul(a, b)

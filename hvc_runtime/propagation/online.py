@@ -58,7 +58,7 @@ class OnlinePropagator(ABC):
             ref.evict(self.t + 1, self.config.context_size)
         for ref in self.references:
             if self.config.context_size > 0 or self.t == ref.frame:  # else never read again
-                ref.store(self.t, query, stored)
+                ref.keep(self.t, query, stored)
         return labels.reshape(-1, height, width)
 
     def _add_objects(self, labels: torch.Tensor, new: torch.Tensor) -> torch.Tensor:

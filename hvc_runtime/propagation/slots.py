@@ -1,6 +1,6 @@
 """Context features in one padded, channel-last tensor, so every window is a strided view.
 
-`SlotStore` keeps the features of the context frames in a tensor of shape [Hk, Wk, slots, D]:
+`SlotStore` keeps the features of the context frames in a tensor of shape [Hk, Wk, S, D]:
 the feature grid zero-padded by the window margin (and to whole tiles), one slot per unique
 frame, shared by the contexts of every reference frame (`SlotMemory`). The keys a query tile
 sees over every frame are then rows of one strided view, scored by a single batched matrix
@@ -26,9 +26,9 @@ class SlotStore:
 
     windows: TileWindows
     capacity: int  # frames that can be held at once: one per context frame
-    slots: torch.Tensor | None = None  # [Hk, Wk, allocated, D]
-    slot_of: dict[int, int] = field(default_factory=dict)
-    holders: dict[int, int] = field(default_factory=dict)
+    features: torch.Tensor | None = None  # [Hk, Wk, S, D], S slots allocated so far
+    slot_of: dict[int, int] = field(default_factory=dict)  # frame -> its slot
+    holders: dict[int, int] = field(default_factory=dict)  # frame -> references holding it
 
     def hold(self, t: int, features: torch.Tensor) -> None:
         if t in self.slot_of:
@@ -37,7 +37,7 @@ class SlotStore:
         slot = self._free_slot(features)
         w, m = self.windows, self.windows.margin
         grid = features.T.reshape(w.height, w.width, features.shape[0])
-        self.slots[m : m + w.height, m : m + w.width, slot] = grid
+        self.features[m : m + w.height, m : m + w.width, slot] = grid
         self.slot_of[t], self.holders[t] = slot, 1
 
     def release(self, t: int) -> None:
@@ -46,7 +46,7 @@ class SlotStore:
             del self.holders[t], self.slot_of[t]
 
     def _free_slot(self, features: torch.Tensor) -> int:
-        allocated = 0 if self.slots is None else self.slots.shape[2]
+        allocated = 0 if self.features is None else self.features.shape[2]
         used = set(self.slot_of.values())
         free = [s for s in range(allocated) if s not in used]
         if free:
@@ -55,10 +55,10 @@ class SlotStore:
         if grown <= allocated:
             raise RuntimeError("context memory is full: evict before storing")
         key_h, key_w = self.windows.padded_key_shape
-        slots = features.new_zeros(key_h, key_w, grown, features.shape[0])
-        if self.slots is not None:
-            slots[:, :, :allocated] = self.slots
-        self.slots = slots
+        grown_features = features.new_zeros(key_h, key_w, grown, features.shape[0])
+        if self.features is not None:
+            grown_features[:, :, :allocated] = self.features
+        self.features = grown_features
         return allocated
 
 
@@ -68,23 +68,18 @@ class SlotMemory(ReferenceMemory):
     the reference frame itself, which the long-term slot scores over the whole grid. A frame is
     held while it can fill this reference's short-term slots, the reference frame included."""
 
-    store_slots: SlotStore | None = None
-    held: set[int] = field(default_factory=set)
+    store: SlotStore | None = None
+    held: set[int] = field(default_factory=set)  # the frames this reference holds in `store`
 
-    @property
-    def slots(self) -> torch.Tensor:
-        return self.store_slots.slots
-
-    @property
-    def slot_of(self) -> dict[int, int]:
+    def held_slots(self) -> dict[int, int]:
         """This reference's frames and their slots (other references' slots are not its own)."""
-        return {t: self.store_slots.slot_of[t] for t in self.held}
+        return {t: self.store.slot_of[t] for t in self.held}
 
-    def store(self, t: int, features: torch.Tensor, labels: torch.Tensor) -> None:
+    def keep(self, t: int, features: torch.Tensor, labels: torch.Tensor) -> None:
         self.labels[t] = labels
         if t == self.frame:
             self.features[t] = features
-        self.store_slots.hold(t, features)
+        self.store.hold(t, features)
         self.held.add(t)
 
     def evict(self, t: int, context_size: int) -> None:
@@ -100,4 +95,4 @@ class SlotMemory(ReferenceMemory):
     def _release(self, tau: int) -> None:
         if tau in self.held:
             self.held.discard(tau)
-            self.store_slots.release(tau)
+            self.store.release(tau)

@@ -1,4 +1,4 @@
-"""Reference label propagation: the official HVC/DUL semantics, dense and literal.
+"""Dense label propagation: the official HVC/DUL semantics, literally (the `reference` mode).
 
 For every query position the affinity to every position of every context slot is scored
 (duplicated slots included), short-term slots outside the radius get the official additive
@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from hvc_runtime.propagation.memory import ReferenceMemory
-from hvc_runtime.propagation.numerics import half_aware_matmul
+from hvc_runtime.propagation.numerics import score_matmul
 from hvc_runtime.propagation.online import OnlinePropagator
 from hvc_runtime.propagation.window import within_radius
 
@@ -32,7 +32,7 @@ def radius_bias(
     return torch.where(inside, 0.0, _MASK_BIAS).to(dtype)
 
 
-class ReferencePropagator(OnlinePropagator):
+class DensePropagator(OnlinePropagator):
     """Dense official-semantics propagation: what every faster path is checked against."""
 
     def _predict(self, ref: ReferenceMemory, query: torch.Tensor) -> torch.Tensor:
@@ -40,16 +40,17 @@ class ReferencePropagator(OnlinePropagator):
         cfg = self.config
         height, width = self.grid
         positions = height * width
-        slots = cfg.context_indices(ref.frame, self.t)
-        unique = list(dict.fromkeys(slots))
-        slot_to_unique = torch.tensor([unique.index(s) for s in slots], device=query.device)
+        context = cfg.context_indices(ref.frame, self.t)
+        unique = list(dict.fromkeys(context))
+        slot_to_unique = torch.tensor([unique.index(s) for s in context], device=query.device)
         keys = torch.cat([ref.features[u] for u in unique], dim=1)  # [D, U*hw]
         labels = torch.cat([ref.labels[u] for u in unique], dim=1)  # [C, U*hw]
-        chunk = max(1, _CHUNK_BYTES // (len(slots) * positions * query.element_size()))
+        score_dtype = cfg.score_dtype(query.dtype)
+        chunk = max(1, _CHUNK_BYTES // (len(context) * positions * score_dtype.itemsize))
         out = torch.empty(labels.shape[0], positions, dtype=torch.float32, device=query.device)
         for start in range(0, positions, chunk):
             queries = torch.arange(start, min(start + chunk, positions), device=query.device)
-            scores = half_aware_matmul(query[:, queries].T, keys)
+            scores = score_matmul(query[:, queries].T, keys, score_dtype)
             scores = scores.view(len(queries), len(unique), positions)
             affinity = scores[:, slot_to_unique]  # [n, slots, hw]: the dense official layout
             affinity[:, 1:] += radius_bias(height, width, queries, cfg.radius, affinity.dtype)[
