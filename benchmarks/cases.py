@@ -17,13 +17,29 @@ from hvc_runtime.encoders import feature_size
 from hvc_runtime.io.frames import FrameSource, ImageFolderSource
 from hvc_runtime.pipeline import segment_video
 from hvc_runtime.propagation import (
-    PROPAGATORS,
+    DensePropagator,
+    FastPropagator,
     OnlinePropagator,
     PropagationConfig,
 )
 from hvc_runtime.segmenter import Segmenter
 
 SIZES = {"480p": (480, 854), "720p": (720, 1280), "1080p": (1080, 1920)}
+# propagators to time; the dense reference is every speed-up's baseline
+IMPLEMENTATIONS = {
+    "reference": DensePropagator,
+    "fast": lambda config=PropagationConfig(): FastPropagator(config, kernel="torch"),
+    "fast-triton": lambda config=PropagationConfig(): FastPropagator(config, kernel="triton"),
+}
+
+
+def unavailable(implementation: str, device: torch.device) -> str | None:
+    """Why an implementation cannot be timed on `device`, or None."""
+    if implementation not in IMPLEMENTATIONS:
+        return f"unknown (choose from {', '.join(IMPLEMENTATIONS)})"
+    if implementation == "fast-triton" and device.type != "cuda":
+        return "Triton kernels need a CUDA GPU (CI runs them in Triton's interpreter)"
+    return None
 
 
 def frame_size(name: str) -> tuple[int, int]:
@@ -80,7 +96,7 @@ def steady_state_propagator(
     def unit() -> torch.Tensor:
         return F.normalize(torch.randn(dim, *grid, generator=generator), dim=0).to(device)
 
-    propagator = PROPAGATORS[implementation](config)
+    propagator = IMPLEMENTATIONS[implementation](config)
     labels = torch.softmax(torch.randn(2, *grid, generator=generator), 0).to(device)
     propagator.step(unit(), labels)
     memory = propagator.references[0]
@@ -246,12 +262,12 @@ def agreement_rows(
 
 
 def memory_rows(
-    lengths: list[int], grid: tuple[int, int], dim: int, device, implementation: str = "fast"
+    lengths: list[int], grid: tuple[int, int], dim: int, device, implementation: str
 ) -> list[dict]:
     """Memory after propagating N frames of random features: it must not grow with N."""
     rows = []
     generator = torch.Generator(device="cpu").manual_seed(1)
-    propagator = PROPAGATORS[implementation]()
+    propagator = IMPLEMENTATIONS[implementation]()
     reset_peak_memory(device)
     labels = torch.softmax(torch.randn(2, *grid, generator=generator), 0).to(device)
     frames = 0

@@ -73,12 +73,17 @@ def main(
     ] = "256,1280",
     contexts: Annotated[str, typer.Option(help="Short-term contexts.")] = "50,20,10",
     implementations: Annotated[
-        str, typer.Option(help="Propagators to time: reference (the baseline), fast.")
-    ] = "reference,fast",
+        str,
+        typer.Option(
+            help="Propagators to time: reference (the baseline), fast (PyTorch), fast-triton."
+        ),
+    ] = "reference,fast,fast-triton",
     e2e_modes: Annotated[str, typer.Option(help="Propagation modes end to end.")] = "fast",
     warmup: Annotated[int, typer.Option()] = 2,
     runs: Annotated[int, typer.Option()] = 10,
-    e2e_frames: Annotated[int, typer.Option(help="Frames per end-to-end video.")] = 50,
+    e2e_frames: Annotated[
+        int, typer.Option(help="Frames per end-to-end video (steady state needs > 51).")
+    ] = 240,
     e2e_size: Annotated[str, typer.Option(help="Generated video size, HEIGHTxWIDTH.")] = "480x854",
     memory_lengths: Annotated[
         str, typer.Option(help="Video lengths for the memory curve.")
@@ -87,7 +92,8 @@ def main(
     agreement_sequence: Annotated[str, typer.Option(help="DAVIS-2016 val sequence.")] = "bmx-trees",
     agreement_frames: Annotated[int, typer.Option(help="Frames from its start.")] = 20,
     precisions: Annotated[
-        str, typer.Option(help="Precisions for --agreement (default: fp32, plus fp16 on CUDA).")
+        str,
+        typer.Option(help="Precisions for --agreement (default: fp32, plus fp16, bf16 on CUDA)."),
     ] = "",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("benchmarks/results"),
@@ -125,13 +131,20 @@ def main(
                         warmup,
                         runs,
                     )
+            chosen = _split(implementations)
+            runnable = [name for name in chosen if not cases.unavailable(name, target)]
+            results["skipped"] += [
+                {"backend": name, "reason": cases.unavailable(name, target)}
+                for name in chosen
+                if name not in runnable
+            ]
             if propagation:
                 with _part("propagation: timing"):
                     results["propagation"] = cases.propagation_rows(
                         size_names,
                         [int(d) for d in _split(dims)],
                         [int(c) for c in _split(contexts)],
-                        _split(implementations),
+                        runnable,
                         target,
                         warmup,
                         runs,
@@ -151,15 +164,19 @@ def main(
                         frames = cases.ImageFolderSource(
                             DAVIS_SEQUENCE / "JPEGImages" / "480p" / "blackswan"
                         )
-                        sources["davis2016/blackswan"] = (frames, first)
+                        looped = Path(scratch) / "blackswan"
+                        looped.mkdir()
+                        played = cases.ping_pong(frames, e2e_frames, looped)
+                        sources["davis2016/blackswan (forth and back)"] = (played, first)
                     results["end_to_end"] = cases.end_to_end_rows(
-                        sources, _split(e2e_modes), target, e2e_frames
+                        sources, _split(e2e_modes), target
                     )
             if memory:
                 with _part("memory vs video length"):
                     grid = cases.frame_size(memory_grid)
+                    fastest = "fast-triton" if "fast-triton" in runnable else "fast"
                     results["memory"] = cases.memory_rows(
-                        [int(n) for n in _split(memory_lengths)], grid, 256, target
+                        [int(n) for n in _split(memory_lengths)], grid, 256, target, fastest
                     )
             if agreement and not DAVIS_SEQUENCE.is_dir():
                 results["skipped"].append(
@@ -168,7 +185,7 @@ def main(
             elif agreement:
                 with _part("agreement: fast vs reference on DAVIS"):
                     chosen = _split(precisions) or (
-                        ["fp32", "fp16"] if target.type == "cuda" else ["fp32"]
+                        ["fp32", "fp16", "bf16"] if target.type == "cuda" else ["fp32"]
                     )
                     source, truth = cases.davis_clip(
                         DAVIS_SEQUENCE, agreement_sequence, agreement_frames

@@ -40,7 +40,8 @@ def markdown(results: dict) -> str:
         lines += _table(
             results["encoder"],
             [("backend", "backend"), ("size", "size"), ("batch", "batch"), ("median ms", "median_ms"),
-             ("p90 ms", "p90_ms"), ("images/s", "images_per_s"), ("speed-up", "speedup")],
+             ("p90 ms", "p90_ms"), ("images/s", "images_per_s"), ("speed-up", "speedup"),
+             ("first call ms", "first_call_ms")],
         )  # fmt: skip
     if results.get("propagation"):
         lines += ["**Propagation** (ms per frame, full context)", ""]
@@ -55,7 +56,8 @@ def markdown(results: dict) -> str:
         lines += _table(
             results["end_to_end"],
             [("video", "video"), ("mode", "mode"), ("size", "size"), ("frames", "frames"),
-             ("with decode + PNG writing", "fps_end_to_end"), ("compute only", "fps_compute_only")],
+             ("with decode + PNG writing", "fps_end_to_end"), ("compute only", "fps_compute_only"),
+             ("device only", "fps_device_only")],
         )  # fmt: skip
     if results.get("memory"):
         lines += ["**Memory vs video length**", ""]
@@ -82,7 +84,62 @@ def markdown(results: dict) -> str:
             "Skipped: " + "; ".join(f"{s['backend']} ({s['reason']})" for s in results["skipped"]),
             "",
         ]
+    summary = summary_rows(results)
+    if summary:
+        lines += ["**Summary** (targets are the GPU ones, for an H100)", ""]
+        lines += _table(summary, [("figure", "figure"), ("measured", "measured"),
+                                  ("target", "target"), ("met", "met")])  # fmt: skip
     return "\n".join(lines)
+
+
+def _fastest(rows: list[dict], **match) -> dict | None:
+    """The non-reference propagation row with the best median among rows matching `match`."""
+    chosen = [
+        r for r in rows
+        if r["implementation"] != "reference" and all(r.get(k) == v for k, v in match.items())
+    ]  # fmt: skip
+    return min(chosen, key=lambda r: r["median_ms"], default=None)
+
+
+def summary_rows(results: dict) -> list[dict]:
+    """The headline figures of a run next to the GPU targets they are measured against."""
+    rows: list[dict] = []
+
+    def add(figure: str, value: float | None, target: str, met: bool) -> None:
+        if value is not None:
+            rows.append({"figure": figure, "measured": round(value, 2), "target": target,
+                         "met": "yes" if met else "no"})  # fmt: skip
+
+    propagation = results.get("propagation", [])
+    best = _fastest(propagation, size="480p", feature_dim=256, context="1+50")
+    if best:
+        add(f"propagation 480p 256-d 1+50, ms ({best['implementation']})", best["median_ms"],
+            "≤ 3", best["median_ms"] <= 3)  # fmt: skip
+        add("  speed-up vs reference", best["speedup"], "≥ 25", (best["speedup"] or 0) >= 25)
+    fused = _fastest(propagation, size="480p", feature_dim=1280, context="1+50")
+    if fused:
+        add("propagation 480p 1280-d 1+50, speed-up", fused["speedup"], "≥ 10",
+            (fused["speedup"] or 0) >= 10)  # fmt: skip
+    fast = [r for r in results.get("end_to_end", []) if r["mode"] == "fast"]
+    if fast:
+        device_fps = max(r.get("fps_device_only") or 0 for r in fast)
+        add("encoder + propagation, device only, frames/s", device_fps, "≥ 300", device_fps >= 300)
+        full = max(r["fps_end_to_end"] for r in fast)
+        add("end to end with decoding and PNGs, frames/s", full, "≥ 150", full >= 150)
+    memory = results.get("memory", [])
+    if memory:
+        peak = max(r["memory_mb"] for r in memory)
+        growth = memory[-1]["memory_mb"] - memory[0]["memory_mb"]
+        add("peak memory, MB", peak, "≤ 1024", peak <= 1024)
+        add(f"  growth {memory[0]['frames']} → {memory[-1]['frames']} frames, MB", growth,
+            "≈ 0", abs(growth) < 16)  # fmt: skip
+    for precision in dict.fromkeys(r["precision"] for r in results.get("agreement", [])):
+        worst = min(r["pixel_agreement_pct"] for r in results["agreement"]
+                    if r["precision"] == precision)  # fmt: skip
+        need = 99.99 if precision == "fp32" else 99.5
+        add(f"fast vs fp32 reference, {precision}, worst pixel agreement %", worst, f"≥ {need}",
+            worst >= need)  # fmt: skip
+    return rows
 
 
 def plots(results: dict, folder: Path) -> list[Path]:

@@ -64,8 +64,3 @@ def format_spec(name: str) -> FormatSpec:
         return FORMATS[name]
     except KeyError:
         raise OptionError("format", name, f"choose one of {', '.join(FORMATS)}") from None
-
-
-def format_for_runtime(runtime: str) -> FormatSpec | None:
-    """The format a runtime (`--backend` name) runs, or None for the PyTorch backends."""
-    return next((spec for spec in FORMATS.values() if spec.runtime == runtime), None)

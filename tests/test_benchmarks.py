@@ -32,6 +32,7 @@ def test_smoke_run_writes_json_table_and_plots(tmp_path):
         "onnxruntime-cpu",
     }
     assert all(r["median_ms"] > 0 and r["runs"] == 2 and r["speedup"] > 0 for r in encoder)
+    assert all(r["first_call_ms"] > 0 for r in encoder)  # compilation is reported apart
     assert {r["batch"] for r in encoder} == {1, 2}
     assert [(r["implementation"], r["context"]) for r in data["propagation"]] == [
         ("reference", "1+3"),
@@ -42,6 +43,11 @@ def test_smoke_run_writes_json_table_and_plots(tmp_path):
     assert data["propagation"][0]["speedup"] == 1.0 and data["propagation"][1]["speedup"] > 0
     assert data["end_to_end"][0]["video"] == "generated" and data["end_to_end"][0]["frames"] == 3
     assert {r["mode"] for r in data["end_to_end"]} == {"fast"}
+    assert all(r["fps_device_only"] > 0 for r in data["end_to_end"])
+    if DAVIS2016.is_dir():  # a real sequence played forth and back to the requested length
+        assert (
+            data["end_to_end"][1]["frames"] == 3 and "blackswan" in data["end_to_end"][1]["video"]
+        )
     assert [r["frames"] for r in data["memory"]] == [5, 20]
     if DAVIS2016.is_dir():
         rows = data["agreement"]
@@ -51,8 +57,12 @@ def test_smoke_run_writes_json_table_and_plots(tmp_path):
     else:
         assert any(s["backend"] == "agreement" for s in data["skipped"])
     assert any(s["backend"] == "tensorrt" for s in data["skipped"])
+    assert any(s["backend"] == "fast-triton" for s in data["skipped"])  # no GPU here
     table = (out / "latency.md").read_text()
     assert "| torch-eager-fp32 | 64x96 | 1 |" in table and "Skipped: tensorrt" in table
+    summary = table[table.index("**Summary**") :]
+    assert "| propagation 480p" not in summary  # 64x96 rows are not the 480p targets
+    assert "| encoder + propagation, device only, frames/s |" in summary
     for plot in ("encoder.png", "propagation.png", "memory.png"):
         assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     readme = tmp_path / "README.md"

@@ -22,7 +22,7 @@ class OnnxRuntimeBackend:
             if "CUDAExecutionProvider" not in available:
                 raise HvcError(
                     f"{artifact}: onnxruntime has no CUDA provider here; install 'hvc[gpu]' "
-                    "(onnxruntime-gpu) or use --device cpu"
+                    "(onnxruntime-gpu), or run on the CPU"
                 )
             providers = [("CUDAExecutionProvider", {"device_id": device.index or 0})]
         elif device.type == "cpu":

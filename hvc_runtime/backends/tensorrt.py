@@ -31,7 +31,7 @@ class TensorRTBackend:
         ):
             raise HvcError(
                 f"{artifact}: engine built with TensorRT {built_with}, this is {trt.__version__}; "
-                "rebuild it or export with --version-compatible"
+                "rebuild it, or export a version-compatible engine"
             )
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         runtime.engine_host_code_allowed = bool(manifest.device.get("version_compatible"))
