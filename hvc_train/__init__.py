@@ -1,1 +1,1 @@
-"""hvc train: HVC self-supervised pre-training (see issue 3); builds on hvc_runtime."""
+"""hvc train: HVC self-supervised pre-training; builds on hvc_runtime."""

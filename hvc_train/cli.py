@@ -1,41 +1,76 @@
 """`hvc-train`: the HVC self-supervised objective on videos and image folders.
 
-Flags override a TOML/YAML config file, which overrides the official defaults; the resolved
+Flags override a TOML/YAML config file, which overrides the recipe's defaults; the resolved
 config is saved as `config.json` in the run folder. Under torchrun every rank runs this command.
 """
 
 from __future__ import annotations
 
+import os
+import shlex
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from hvc_runtime.interrupts import Interrupted
 from hvc_runtime.terminal import console, user_errors
-from hvc_train.config import load_config, saved_config
+from hvc_train.config import RECIPE_KEY, TrainConfig, load_config, saved_config
 from hvc_train.loop import train
+from hvc_train.recipes import RECIPES
+from hvc_train.rundir import CHECKPOINT, require_resumable
 
 app = typer.Typer(add_completion=False, help="HVC self-supervised pre-training.")
+CONFIG_KEYS = {*TrainConfig.__dataclass_fields__, RECIPE_KEY}
+Number = Annotated[float | None, typer.Option()]
+Count = Annotated[int | None, typer.Option()]
+Switch = Annotated[bool | None, typer.Option()]
+
+
+def resume_command(out: Path) -> str:
+    """The command that continues the run in `out` (the same torchrun launch under torchrun)."""
+    tail = f"--out {shlex.quote(str(out))} --resume"
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        processes = os.environ.get("LOCAL_WORLD_SIZE", "N")
+        return f"torchrun --nproc-per-node {processes} -m hvc_train {tail}"
+    return f"hvc-train {tail}"
 
 
 @app.command()
 def main(
     out: Annotated[Path, typer.Option(help="Run folder (checkpoint, config, encoder, logs).")],
     config: Annotated[Path | None, typer.Option(help="TOML or YAML config file.")] = None,
+    recipe: Annotated[
+        str | None, typer.Option(help=f"Defaults to start from: {', '.join(RECIPES)}.")
+    ] = None,
     videos: Annotated[
         list[str] | None, typer.Option(help="DAVIS/YouTube-VOS root (repeatable).")
     ] = None,
     video_split: Annotated[str | None, typer.Option(help="ImageSets list, e.g. train.")] = None,
     images: Annotated[list[str] | None, typer.Option(help="Image tree root (repeatable).")] = None,
+    repeat: Annotated[
+        int | None, typer.Option(help="Passes over the data per epoch (small datasets).")
+    ] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in OUT exactly.")] = False,
     force: Annotated[bool, typer.Option(help="Replace a run already in OUT.")] = False,
-    batch_size: Annotated[int | None, typer.Option()] = None,
-    epochs: Annotated[int | None, typer.Option()] = None,
-    max_steps: Annotated[int | None, typer.Option()] = None,
-    lr: Annotated[float | None, typer.Option()] = None,
-    image_size: Annotated[int | None, typer.Option()] = None,
-    frames_per_video: Annotated[int | None, typer.Option()] = None,
-    pos_radius: Annotated[float | None, typer.Option()] = None,
+    batch_size: Count = None,
+    epochs: Count = None,
+    max_steps: Count = None,
+    lr: Number = None,
+    warmup_steps: Annotated[int | None, typer.Option(help="Linear lr warm-up steps.")] = None,
+    momentum: Annotated[float | None, typer.Option(help="Initial EMA momentum.")] = None,
+    image_size: Count = None,
+    frames_per_video: Count = None,
+    min_crop: Annotated[float | None, typer.Option(help="Smallest crop area share.")] = None,
+    max_crop: Annotated[float | None, typer.Option(help="Largest crop area share.")] = None,
+    color_jitter: Annotated[
+        float | None, typer.Option(help="Brightness/contrast/saturation strength (0: off).")
+    ] = None,
+    grayscale: Annotated[float | None, typer.Option(help="Probability of a grey view.")] = None,
+    fixed_filter_means: Annotated[
+        bool | None, typer.Option(help="Hold each trunk filter's mean at its initial value.")
+    ] = None,
+    pos_radius: Number = None,
     dynamic_sign: Annotated[
         float | None, typer.Option(help="+1 official, -1 flow consistency.")
     ] = None,
@@ -43,52 +78,49 @@ def main(
         str | None, typer.Option(help="cifar10 (official) or imagenet.")
     ] = None,
     amp: Annotated[str | None, typer.Option(help="auto, none, fp16 or bf16.")] = None,
-    compile: Annotated[bool | None, typer.Option("--compile/--no-compile")] = None,
-    seed: Annotated[int | None, typer.Option()] = None,
-    workers: Annotated[int | None, typer.Option()] = None,
-    checkpoint_every: Annotated[int | None, typer.Option()] = None,
-    log_every: Annotated[int | None, typer.Option()] = None,
+    compile: Switch = None,
+    channels_last: Switch = None,
+    deterministic: Annotated[
+        bool | None, typer.Option(help="Deterministic cuDNN algorithms.")
+    ] = None,
+    seed: Count = None,
+    workers: Count = None,
+    checkpoint_every: Count = None,
+    log_every: Count = None,
+    health_every: Annotated[
+        int | None, typer.Option(help="Health figures every N steps (0: off).")
+    ] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or mps.")] = None,
     val_davis: Annotated[str | None, typer.Option(help="DAVIS-format root for validation.")] = None,
     val_split: Annotated[str | None, typer.Option(help="Validation ImageSets list.")] = None,
     val_every: Annotated[int | None, typer.Option(help="Validate every N steps (0: off).")] = None,
+    val_metric: Annotated[
+        str | None, typer.Option(help="proxy (quick clip IoU) or jf (full DAVIS J&F).")
+    ] = None,
     val_size: Annotated[int | None, typer.Option(help="Validation short side.")] = None,
 ) -> None:
     """Train into OUT; the inference encoder is written as OUT/encoder.safetensors."""
-    overrides = {
-        "videos": videos or None,
-        "video_split": video_split,
-        "images": images or None,
-        "batch_size": batch_size,
-        "epochs": epochs,
-        "max_steps": max_steps,
-        "lr": lr,
-        "image_size": image_size,
-        "frames_per_video": frames_per_video,
-        "pos_radius": pos_radius,
-        "dynamic_sign": dynamic_sign,
-        "normalization": normalization,
-        "amp": amp,
-        "compile": compile,
-        "seed": seed,
-        "workers": workers,
-        "checkpoint_every": checkpoint_every,
-        "log_every": log_every,
-        "device": device,
-        "val_davis": val_davis,
-        "val_split": val_split,
-        "val_every": val_every,
-        "val_size": val_size,
-    }
+    given = {k: v for k, v in locals().items() if k in CONFIG_KEYS}
+    overrides = {k: (v if v != [] else None) for k, v in given.items()}
     with user_errors():
+        if resume:
+            require_resumable(out)
         base = saved_config(out) if resume else None
-        result = train(load_config(config, overrides, base), out, resume=resume, force=force)
+        resolved = load_config(config, overrides, base)
+        try:
+            result = train(resolved, out, resume=resume, force=force)
+        except Interrupted as stop:
+            if not (out / CHECKPOINT).is_file():
+                raise
+            detail = f"{stop.detail or 'stopped'}; continue with: {resume_command(out)}"
+            raise stop.with_detail(detail) from None
     if result.encoder is not None:
+        metric = "J&F" if resolved.val_metric == "jf" else "clip IoU"
         console.print(
             f"{result.steps} steps, {result.images_per_second:.1f} images/s, "
             f"{result.skipped_images} unreadable images skipped\n"
             + "".join(
-                f"validation J&F at step {s}: {100 * jf:.1f}\n" for s, jf in result.validation
+                f"validation {metric} at step {s}: {100 * v:.1f}\n" for s, v in result.validation
             )
             + f"checkpoint: {result.checkpoint}\nencoder: {result.encoder}",
             highlight=False,

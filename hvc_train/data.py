@@ -1,8 +1,9 @@
 """Training images: frames of videos (DAVIS / YouTube-VOS layout) and plain image trees.
 
 An epoch takes at most `frames_per_video` random frames of each video (the official sampler) and
-every image of the image trees, shuffled. Each sample is a function of (seed, epoch, position), so
-a resumed run sees exactly the samples an uninterrupted run would, whatever the worker count.
+every image of the image trees, `repeat` times, shuffled. Each sample is a function of (seed,
+epoch, position), so a resumed run sees exactly the samples an uninterrupted run would, whatever
+the worker count.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from torch.utils.data import Dataset, Sampler
 
 from hvc_runtime.errors import HvcError
 from hvc_runtime.io.frames import IMAGE_SUFFIXES
+from hvc_train.augment import recolour
 from hvc_train.crops import crop_pair
 
 log = logging.getLogger(__name__)
@@ -95,23 +97,33 @@ def merge(indices: Sequence[FrameIndex]) -> FrameIndex:
     return FrameIndex(files, groups, sampled)
 
 
-def epoch_order(index: FrameIndex, frames_per_video: int, seed: int, epoch: int) -> list[int]:
-    """The official sampler: ≤N random frames per video, every image, all shuffled."""
+def epoch_order(
+    index: FrameIndex, frames_per_video: int, seed: int, epoch: int, repeat: int = 1
+) -> list[int]:
+    """The official sampler: ≤N random frames per video, every image, all shuffled. With
+    `repeat` R the data is taken R times, exactly as if its roots were listed R times."""
     rng = np.random.default_rng([seed, epoch, 0x5A3])
     chosen: list[int] = []
-    for group, sampled in zip(index.groups, index.sampled_groups, strict=True):
-        if sampled and len(group) > frames_per_video:
-            chosen.extend(int(i) for i in rng.choice(group, frames_per_video, replace=False))
-        else:
-            chosen.extend(group)
+    for _ in range(repeat):
+        for group, sampled in zip(index.groups, index.sampled_groups, strict=True):
+            if sampled and len(group) > frames_per_video:
+                chosen.extend(int(i) for i in rng.choice(group, frames_per_video, replace=False))
+            else:
+                chosen.extend(group)
     return [chosen[i] for i in rng.permutation(len(chosen))]
 
 
-class EpochSampler(Sampler[tuple[int, int, int]]):
-    """Yields (epoch, position, file index) for one rank, starting at `start` (for resume).
+Item = tuple[int, int, int]  # (epoch, position, file index): what a sample is a function of
 
-    Ranks take interleaved positions; the order is padded by wrapping so all ranks see the same
-    number of samples, as DistributedSampler does.
+
+class BatchStream(Sampler[list[Item]]):
+    """Batches of one rank's items from (epoch, start) on, epoch after epoch, without end.
+
+    One DataLoader iterates it for the whole run, so its workers live across epochs and
+    prefetch over epoch boundaries. A batch never spans two epochs (the last one of an epoch
+    may be short, as in the official loader), so batch k of a run is the same whether or not
+    the run was resumed. Ranks take interleaved positions; an epoch's order is padded by
+    wrapping so all ranks see the same number of samples, as DistributedSampler does.
     """
 
     def __init__(
@@ -119,12 +131,16 @@ class EpochSampler(Sampler[tuple[int, int, int]]):
         index: FrameIndex,
         frames_per_video: int,
         seed: int,
+        batch_size: int,
+        repeat: int = 1,
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
         self.index = index
         self.frames_per_video = frames_per_video
         self.seed = seed
+        self.batch_size = batch_size
+        self.repeat = repeat
         self.rank = rank
         self.world_size = world_size
         self.epoch = 0
@@ -139,22 +155,29 @@ class EpochSampler(Sampler[tuple[int, int, int]]):
             min(len(group), self.frames_per_video) if sampled else len(group)
             for group, sampled in zip(self.index.groups, self.index.sampled_groups, strict=True)
         )
-        return -(-total // self.world_size)
+        return -(-total * self.repeat // self.world_size)
 
-    def __len__(self) -> int:
-        return self.per_rank() - self.start
+    def steps_per_epoch(self) -> int:
+        return -(-self.per_rank() // self.batch_size)
 
-    def __iter__(self) -> Iterator[tuple[int, int, int]]:
-        order = epoch_order(self.index, self.frames_per_video, self.seed, self.epoch)
+    def epoch_items(self, epoch: int) -> list[Item]:
+        order = epoch_order(self.index, self.frames_per_video, self.seed, epoch, self.repeat)
         padded = self.per_rank() * self.world_size
         order = (order * (padded // len(order) + 1))[:padded]
         mine = order[self.rank :: self.world_size]
-        for position in range(self.start, len(mine)):
-            yield self.epoch, position * self.world_size + self.rank, mine[position]
+        return [(epoch, k * self.world_size + self.rank, f) for k, f in enumerate(mine)]
+
+    def __iter__(self) -> Iterator[list[Item]]:
+        epoch, start = self.epoch, self.start
+        while True:
+            items = self.epoch_items(epoch)
+            for first in range(start, len(items), self.batch_size):
+                yield items[first : first + self.batch_size]
+            epoch, start = epoch + 1, 0
 
 
 class CropPairDataset(Dataset):
-    """(view1, view2, box1, box2, skipped) for a sampler item; unreadable files are skipped."""
+    """(view1, view2, box1, box2, skipped) for an item; unreadable files are skipped."""
 
     def __init__(
         self,
@@ -163,17 +186,21 @@ class CropPairDataset(Dataset):
         size: int = 256,
         min_scale: float = 0.0,
         max_scale: float = 1.0,
+        color_jitter: float = 0.0,
+        grayscale: float = 0.0,
     ):
         self.index = index
         self.seed = seed
         self.size = size
         self.min_scale = min_scale
         self.max_scale = max_scale
+        self.color_jitter = color_jitter
+        self.grayscale = grayscale
 
     def __len__(self) -> int:
         return len(self.index.files)
 
-    def __getitem__(self, item: tuple[int, int, int]):
+    def __getitem__(self, item: Item):
         epoch, position, file_index = item
         rng = np.random.default_rng([self.seed, epoch, position])
         for skipped in range(MAX_SKIPS):
@@ -186,6 +213,9 @@ class CropPairDataset(Dataset):
                 continue
             view1, view2, box1, box2 = crop_pair(
                 rgb, rng, self.size, self.min_scale, self.max_scale
+            )
+            view1, view2 = (
+                recolour(view, rng, self.color_jitter, self.grayscale) for view in (view1, view2)
             )
             return view1, view2, box1, box2, torch.tensor(skipped)
         raise HvcError(f"{self.index.files[file_index]}: {MAX_SKIPS} unreadable images in a row")

@@ -1,46 +1,44 @@
-"""The training loop: data → two views → online/target networks → HVC loss → Adam, with AMP,
-exact resume, rank-0 checkpoints and logging, and the inference encoder exported at the end."""
+"""A training run: data → `Trainer` steps, with logging, health figures, validation and
+checkpoints between steps; SIGINT/SIGTERM stop at a step boundary with a final checkpoint; the
+inference encoder is exported at the end."""
 
 from __future__ import annotations
 
-import logging
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from hvc_runtime.checkpoints import CheckpointHeader, save_encoder
 from hvc_runtime.devices import resolve_device
-from hvc_runtime.distributed import DistContext, init_from_env, shutdown
-from hvc_runtime.encoders import (
-    CIFAR10_MEAN,
-    CIFAR10_STD,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-)
-from hvc_runtime.errors import HvcError
-from hvc_runtime.provenance import git_revision
-from hvc_train.checkpointing import load_checkpoint, save_checkpoint
+from hvc_runtime.distributed import DistContext, init_from_env, rank_device, shutdown
+from hvc_runtime.errors import HvcError, HvcWarning
+from hvc_runtime.interrupts import Interrupted, StopRequest, graceful_stop
 from hvc_train.config import TrainConfig, save_config
 from hvc_train.data import (
+    BatchStream,
     CropPairDataset,
-    EpochSampler,
     FrameIndex,
     index_images,
     index_videos,
     merge,
 )
-from hvc_train.model import HVCNetwork, momentum_at
-from hvc_train.validation import davis_jf, inference_trunk
+from hvc_train.health import HealthFigures, Thresholds, probe_frames
+from hvc_train.loss import LossTerms
+from hvc_train.reporting import Reporter
+from hvc_train.rundir import (
+    CHECKPOINT,
+    CONFIG,
+    ENCODER,
+    TENSORBOARD,
+    require_resumable,
+    run_folder,
+)
+from hvc_train.trainer import Trainer
 
-log = logging.getLogger(__name__)
-CHECKPOINT = "checkpoint.pt"
-ENCODER = "encoder.safetensors"
-STATISTICS = {"cifar10": (CIFAR10_MEAN, CIFAR10_STD), "imagenet": (IMAGENET_MEAN, IMAGENET_STD)}
+PROBE_FRAMES = 8  # frames of the fixed batch the health figures are measured on
 
 
 @dataclass
@@ -51,63 +49,16 @@ class TrainResult:
     checkpoint: Path | None = None
     encoder: Path | None = None
     images_per_second: float = 0.0
-    validation: list[tuple[int, float]] = field(default_factory=list)  # (step, J&F)
+    validation: list[tuple[int, float]] = field(default_factory=list)  # (step, score 0-1)
+    health: list[tuple[int, HealthFigures]] = field(default_factory=list)
 
 
 def build_index(config: TrainConfig) -> FrameIndex:
     if not config.videos and not config.images:
-        raise HvcError("no training data: give --videos and/or --images")
+        raise HvcError("no training data: the config sets neither videos nor images")
     parts = [index_videos(Path(v), config.video_split) for v in config.videos]
     parts += [index_images(Path(i)) for i in config.images]
     return merge(parts)
-
-
-def _amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
-    choice = config.amp
-    if choice == "auto":
-        choice = "fp16" if device.type == "cuda" else "none"
-    return {"none": None, "fp16": torch.float16, "bf16": torch.bfloat16}[choice]
-
-
-def _prepare_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
-    if resume:
-        if not (run_dir / CHECKPOINT).is_file():
-            raise HvcError(f"{run_dir}: nothing to resume (no {CHECKPOINT})")
-        return
-    if run_dir.is_dir() and any(run_dir.iterdir()) and not force:
-        raise HvcError(
-            f"{run_dir}: folder already holds a run; pass --resume to continue it or --force to replace it"
-        )
-    run_dir.mkdir(parents=True, exist_ok=True)
-
-
-class Normalizer:
-    """uint8 views on the device → normalised float batches (batched, not per sample)."""
-
-    def __init__(self, name: str, device: torch.device, channels_last: bool) -> None:
-        mean, std = STATISTICS[name]
-        self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255
-        self.std = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255
-        self.device = device
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-
-    def __call__(self, views: torch.Tensor) -> torch.Tensor:
-        x = views.to(self.device, non_blocking=True).float()
-        return ((x - self.mean) / self.std).contiguous(memory_format=self.memory_format)
-
-
-def export_encoder(network: HVCNetwork, path: Path, config: TrainConfig, steps: int) -> Path:
-    """The online trunk up to layer3 as a runtime checkpoint (safetensors + header)."""
-    header = CheckpointHeader(
-        training={
-            "config": config.to_dict(),
-            "steps": steps,
-            "data": config.videos + config.images,
-        },
-        git_revision=git_revision(),
-    )
-    save_encoder(inference_trunk(network.online_encoder), path, header)
-    return path
 
 
 def train(
@@ -117,196 +68,216 @@ def train(
     force: bool = False,
     show_progress: bool = True,
 ) -> TrainResult:
-    """Train (or continue training) into `run_dir`; see `TrainConfig` for the knobs."""
+    """Train (or continue training) into `run_dir`; see `TrainConfig` for the knobs.
+
+    A first SIGINT/SIGTERM stops after the current step with a checkpoint and raises
+    `Interrupted` saying where; a second one stops at once."""
     run_dir = Path(run_dir)
     device = resolve_device(config.device)
     context = init_from_env(device.type)
-    if context.enabled and device.type == "cuda":
-        device = torch.device("cuda", context.local_rank)
+    device = rank_device(context, device)
     try:
-        index = build_index(config)  # bad data fails before the run folder is touched
-        if context.is_main:
-            _prepare_run_dir(run_dir, resume, force)
-            save_config(config, run_dir / "config.json")
-        if context.enabled:
-            torch.distributed.barrier()
-        return _train(config, index, run_dir, resume, device, context, show_progress)
+        if resume:
+            require_resumable(run_dir)  # before the data: the folder is what is wrong
+        index = build_index(config)  # bad data fails before the folder is touched
+        with run_folder(run_dir, resume, force, owner=context.is_main):
+            if context.is_main:
+                save_config(config, run_dir / CONFIG)
+            if context.enabled:
+                torch.distributed.barrier()
+            return _RunLoop(config, index, run_dir, device, context, show_progress).run(resume)
     finally:
         shutdown(context)
 
 
-def _train(
-    config: TrainConfig,
-    index: FrameIndex,
-    run_dir: Path,
-    resume: bool,
-    device: torch.device,
-    context: DistContext,
-    show_progress: bool,
-) -> TrainResult:
-    torch.manual_seed(config.seed)
-    sampler = EpochSampler(
-        index, config.frames_per_video, config.seed, context.rank, context.world_size
-    )
-    dataset = CropPairDataset(
-        index, config.seed, config.image_size, config.min_crop, config.max_crop
-    )
-    steps_per_epoch = -(-sampler.per_rank() // config.batch_size)
-    schedule_steps = steps_per_epoch * config.epochs
-    last_step = min(schedule_steps, config.max_steps or schedule_steps)
-
-    network = HVCNetwork().to(device)
-    if config.channels_last:
-        network = network.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam([p for p in network.parameters() if p.requires_grad], lr=config.lr)
-    amp_dtype = _amp_dtype(config, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    step, epoch, position = 0, 0, 0
-    if resume:
-        state = load_checkpoint(run_dir / CHECKPOINT)
-        network.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        step, epoch, position = state["step"], state["epoch"], state["position"]
-        torch.set_rng_state(state["torch_rng"])
-    model = DistributedDataParallel(network) if context.enabled else network
-    if config.compile:
-        model = torch.compile(model)
-    normalize = Normalizer(config.normalization, device, config.channels_last)
-    writer = _tensorboard(run_dir) if context.is_main else None
-    result = TrainResult(steps=step)
-    pending: list[torch.Tensor] = []
-    started, seen = time.perf_counter(), 0
-
-    def flush_losses() -> None:
-        result.losses.extend(torch.stack(pending).float().cpu().tolist() if pending else [])
-        pending.clear()
-
-    def checkpoint() -> None:
-        flush_losses()
-        if not context.is_main:
-            return
-        save_checkpoint(
-            run_dir / CHECKPOINT,
-            {
-                "model": network.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict(),
-                "step": step,
-                "epoch": epoch,
-                "position": position,
-                "torch_rng": torch.get_rng_state(),
-                "config": config.to_dict(),
-            },
-        )
-
-    def validate() -> None:
-        jf = davis_jf(
-            network.online_encoder,
-            Path(config.val_davis),
-            config.val_split,
-            config.val_size,
-            device,
-        )
-        result.validation.append((step, jf))
-        log.info("step %d: validation J&F %.3f", step, jf)
-        if writer is not None:
-            writer.add_scalar("val/J&F", jf, step)
-
-    progress = _progress(show_progress and context.is_main)
-    task = progress.add_task(
-        "training", total=last_step, completed=step, loss=float("nan"), rate=0.0
-    )
-    with progress:
-        while step < last_step:
-            sampler.set_position(epoch, position)
-            loader = DataLoader(
-                dataset,
-                batch_size=config.batch_size,
-                sampler=sampler,
-                num_workers=config.workers,
-                pin_memory=device.type == "cuda",
-                persistent_workers=False,
-            )
-            for view1, view2, box1, box2, skipped in loader:
-                momentum = momentum_at(step, schedule_steps, config.momentum)
-                network.update_target(momentum)
-                with torch.autocast(
-                    device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
-                ):
-                    terms = model(
-                        normalize(view1),
-                        normalize(view2),
-                        box1.to(device),
-                        box2.to(device),
-                        config.pos_radius,
-                        config.dynamic_sign,
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(terms.total).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                step += 1
-                position += len(view1)
-                seen += len(view1) * context.world_size
-                result.skipped_images += int(skipped.sum())
-                pending.append(terms.total.detach())
-                if step % config.log_every == 0 or step == last_step:
-                    rate = seen / (time.perf_counter() - started)
-                    loss = float(pending[-1])
-                    progress.update(task, completed=step, loss=loss, rate=rate)
-                    if writer is not None:
-                        for name, value in [
-                            ("loss/total", loss),
-                            ("loss/static", float(terms.static.detach())),
-                            ("loss/dynamic", float(terms.dynamic.detach())),
-                            ("positives_per_sample", float(terms.positives.detach())),
-                            ("lr", optimizer.param_groups[0]["lr"]),
-                            ("momentum", momentum),
-                            ("images_per_second", rate),
-                        ]:
-                            writer.add_scalar(name, value, step)
-                    flush_losses()
-                if step % config.checkpoint_every == 0 and step < last_step:
-                    checkpoint()
-                if config.val_every and step % config.val_every == 0 and context.is_main:
-                    validate()
-                if step >= last_step:
-                    break
-            else:
-                epoch, position = epoch + 1, 0
-    checkpoint()
-    validated_last = bool(result.validation) and result.validation[-1][0] == step
-    if config.val_davis and context.is_main and not validated_last:
-        validate()
-    result.steps = step
-    result.images_per_second = seen / max(time.perf_counter() - started, 1e-9)
-    result.checkpoint = run_dir / CHECKPOINT
-    if context.is_main:
-        result.encoder = export_encoder(network, run_dir / ENCODER, config, step)
-        if result.skipped_images:
-            log.warning("skipped %d unreadable images", result.skipped_images)
-    if writer is not None:
-        writer.close()
-    return result
-
-
-def _progress(enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("{task.description} step {task.completed}/{task.total}"),
-        BarColumn(),
-        TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:.1f} img/s"),
-        TimeRemainingColumn(),
-        disable=not enabled,
-    )
-
-
-def _tensorboard(run_dir: Path):
+def _next_batch(batches):
+    """The next batch; an HvcError raised in a DataLoader worker comes back wrapped in the
+    worker's traceback, and is reduced to its own one-line message again."""
     try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        log.warning(
-            "tensorboard is not installed; scalars are not logged (pip install tensorboard)"
+        return next(batches)
+    except HvcError as error:
+        raise HvcError(str(error).strip().splitlines()[-1].split("HvcError: ")[-1]) from None
+
+
+def _agreed_stop(stop: StopRequest, context: DistContext, device: torch.device) -> int | None:
+    """The signal that asks this run to stop, if any; under torchrun all ranks agree, so they
+    leave at the same step."""
+    signum = stop.signum or 0
+    if context.enabled:
+        flag = torch.tensor([signum], device=device if device.type == "cuda" else "cpu")
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        signum = int(flag.item())
+    return signum or None
+
+
+class _RunLoop:
+    """Steps until the last one; rank 0 logs, measures, validates and checkpoints between them."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        index: FrameIndex,
+        run_dir: Path,
+        device: torch.device,
+        context: DistContext,
+        show_progress: bool,
+    ) -> None:
+        self.config = config
+        self.data = list(config.videos) + list(config.images)
+        self.run_dir = run_dir
+        self.device = device
+        self.context = context
+        self.show = show_progress and context.is_main
+        self.stream = BatchStream(
+            index,
+            config.frames_per_video,
+            config.seed,
+            config.batch_size,
+            config.repeat,
+            context.rank,
+            context.world_size,
         )
-        return None
-    return SummaryWriter(str(run_dir / "tensorboard"))
+        self.dataset = CropPairDataset(
+            index,
+            config.seed,
+            config.image_size,
+            config.min_crop,
+            config.max_crop,
+            config.color_jitter,
+            config.grayscale,
+        )
+        schedule_steps = self.stream.steps_per_epoch() * config.epochs
+        self.last_step = min(schedule_steps, config.max_steps or schedule_steps)
+        self.trainer = Trainer(config, device, schedule_steps, self.stream.per_rank(), context)
+        self.probe = (
+            probe_frames(index.files, PROBE_FRAMES, config.image_size)
+            if config.health_every and context.is_main
+            else None
+        )
+        self.thresholds = Thresholds()
+        self.result = TrainResult(steps=0)
+        self.pending: list[torch.Tensor] = []  # losses not yet copied to the host
+        self.checkpoint_path = run_dir / CHECKPOINT
+        self.saved_step: int | None = None
+
+    @property
+    def step(self) -> int:
+        return self.trainer.state.step
+
+    def run(self, resume: bool) -> TrainResult:
+        if resume:
+            self.trainer.load_checkpoint(self.checkpoint_path)
+            self.saved_step = self.step
+        state = self.trainer.state
+        self.stream.set_position(state.epoch, state.position)
+        loader = DataLoader(
+            self.dataset,
+            batch_sampler=self.stream,
+            num_workers=self.config.workers,
+            pin_memory=self.device.type == "cuda",
+        )  # iterated once for the whole run: its workers serve every epoch
+        tensorboard = self.run_dir / TENSORBOARD if self.context.is_main else None
+        reporter = Reporter(tensorboard, self.show, self.last_step, self.step)
+        self.result.steps = self.step
+        with reporter:
+            try:
+                with graceful_stop() as stop:
+                    if self.probe is not None and self.step == 0:
+                        self._health(reporter)
+                    self._steps(iter(loader), reporter, stop)
+            except Interrupted as interrupted:
+                if interrupted.detail:
+                    raise
+                raise interrupted.with_detail(self._abrupt_stop()) from None
+            self._finish(reporter)
+        return self.result
+
+    def _steps(self, batches, reporter: Reporter, stop: StopRequest) -> None:
+        started, seen = time.perf_counter(), 0
+        while self.step < self.last_step:
+            view1, view2, box1, box2, skipped = _next_batch(batches)
+            terms = self.trainer.train_step(view1, view2, box1, box2)
+            seen += len(view1) * self.context.world_size
+            self.result.skipped_images += int(skipped.sum())
+            self.pending.append(terms.total.detach())
+            rate = seen / max(time.perf_counter() - started, 1e-9)
+            self.result.images_per_second = rate
+            self._between_steps(terms, rate, reporter)
+            signum = _agreed_stop(stop, self.context, self.device)
+            if signum is not None:
+                self._checkpoint()
+                raise Interrupted(signum, self._graceful_stop())
+
+    def _between_steps(self, terms: LossTerms, rate: float, reporter: Reporter) -> None:
+        config, step, main = self.config, self.step, self.context.is_main
+        if step % config.log_every == 0 or step == self.last_step:
+            loss = float(self.pending[-1])
+            reporter.progress(step, loss, rate)
+            reporter.scalars(
+                step,
+                {
+                    "loss/total": loss,
+                    "loss/static": float(terms.static.detach()),
+                    "loss/dynamic": float(terms.dynamic.detach()),
+                    "positives_per_sample": float(terms.positives.detach()),
+                    "lr": self.trainer.optimizer.param_groups[0]["lr"],
+                    "momentum": self.trainer.momentum(),
+                    "images_per_second": rate,
+                },
+            )
+            self._flush_losses()
+        if self.probe is not None and step % config.health_every == 0:
+            self._health(reporter)
+        if step % config.checkpoint_every == 0 and step < self.last_step:
+            self._checkpoint()
+        if config.val_every and step % config.val_every == 0 and main:
+            self._validate(reporter)
+
+    def _finish(self, reporter: Reporter) -> None:
+        self._checkpoint()
+        validated = bool(self.result.validation) and self.result.validation[-1][0] == self.step
+        if self.config.val_davis and self.context.is_main and not validated:
+            self._validate(reporter)
+        self.result.steps = self.step
+        self.result.checkpoint = self.checkpoint_path
+        if self.context.is_main:
+            self.result.encoder = self.trainer.export_encoder(self.run_dir / ENCODER, self.data)
+            if self.result.skipped_images:
+                warnings.warn(
+                    f"skipped {self.result.skipped_images} unreadable images", HvcWarning, 2
+                )
+
+    def _flush_losses(self) -> None:
+        if self.pending:
+            self.result.losses.extend(torch.stack(self.pending).float().cpu().tolist())
+            self.pending.clear()
+
+    def _checkpoint(self) -> None:
+        self._flush_losses()
+        if self.context.is_main:
+            self.trainer.save_checkpoint(self.checkpoint_path)
+        self.saved_step = self.step
+
+    def _health(self, reporter: Reporter) -> None:
+        figures = self.trainer.health(self.probe)
+        self.result.health.append((self.step, figures))
+        reporter.health(self.step, figures, self.thresholds.problems(figures))
+
+    def _validate(self, reporter: Reporter) -> None:
+        score = self.trainer.validate()
+        self.result.validation.append((self.step, score))
+        name = "val/J&F" if self.config.val_metric == "jf" else "val/clip_iou"
+        reporter.scalars(self.step, {name: score})
+
+    def _graceful_stop(self) -> str:
+        return (
+            f"stopped after step {self.step} of {self.last_step}; checkpoint {self.checkpoint_path}"
+        )
+
+    def _abrupt_stop(self) -> str:
+        if self.saved_step is None:
+            return f"stopped at once during step {self.step + 1}; no checkpoint was written"
+        return (
+            f"stopped at once during step {self.step + 1}; the last checkpoint "
+            f"{self.checkpoint_path} holds step {self.saved_step}"
+        )

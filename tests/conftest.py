@@ -75,3 +75,12 @@ def panning_clip(folder: Path, frames: int = 6, name: str = "clip.mp4") -> tuple
 def clip(tmp_path):
     """A 6-frame panning clip (mp4) and its first-frame mask with two objects."""
     return panning_clip(tmp_path)
+
+
+def image_tree(root: Path, count: int, height: int, width: int) -> Path:
+    """`count` textured JPEGs (0.jpg, 1.jpg, ...) in `root`: a small image-tree training set."""
+    from PIL import Image
+
+    for k in range(count):
+        Image.fromarray(smooth_texture(height, width, seed=k, cells=4)).save(root / f"{k}.jpg")
+    return root

@@ -25,7 +25,7 @@ def test_api_example_runs(tmp_path, monkeypatch):
     save_encoder(random_encoder().backbone, tmp_path / "hvc.safetensors", CheckpointHeader())
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
-    exec(python_example("### Python API"), namespace)  # noqa: S102 - our own README
+    exec(python_example("### Python API"), namespace)  # our own README
     masks = namespace["masks"]
     assert len(masks) == 5 and all(m.shape == (64, 96) and m.dtype == np.uint8 for m in masks)
     assert set(np.unique(masks[-1])) == {0, 1, 2}

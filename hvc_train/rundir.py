@@ -1,0 +1,89 @@
+"""The run folder: what makes it a run, and what a failed start leaves behind (nothing).
+
+A folder is a run once it holds `checkpoint.pt`. Until then, a failure removes the files this
+run created (config.json, the TensorBoard folder, the folder itself if it made it), so a rerun
+is not refused; a folder left with only such files by a killed process is reused as well.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from hvc_runtime.errors import FlagNamer, HvcError
+
+CHECKPOINT = "checkpoint.pt"
+CONFIG = "config.json"
+ENCODER = "encoder.safetensors"
+TENSORBOARD = "tensorboard"
+RUN_FILES = (CHECKPOINT, CONFIG, ENCODER, TENSORBOARD)
+
+
+class RunExists(HvcError):
+    """The folder holds a checkpoint; continuing or replacing it must be asked for."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__(f"{folder}: folder already holds a run ({CHECKPOINT})")
+
+    def describe(self, flag: FlagNamer | None = None) -> str:
+        if flag is None:
+            return f"{self.message}; set resume=True to continue it or force=True to replace it"
+        return (
+            f"{self.message}; pass {flag('resume')} to continue it or {flag('force')} to replace it"
+        )
+
+
+def require_resumable(folder: Path) -> None:
+    """Refuse `resume` where there is nothing to continue, naming the missing checkpoint."""
+    if not folder.is_dir():
+        raise HvcError(f"{folder}: no run to resume: the folder does not exist")
+    if not (folder / CHECKPOINT).is_file():
+        raise HvcError(f"{folder}: no run to resume: the folder holds no {CHECKPOINT}")
+
+
+def _is_run_file(path: Path) -> bool:
+    """A file a run writes, or a temporary one an atomic write left behind."""
+    return path.name in RUN_FILES or path.name.startswith(tuple(f".{n}." for n in RUN_FILES))
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+@contextmanager
+def run_folder(folder: Path, resume: bool, force: bool, owner: bool = True) -> Iterator[None]:
+    """Claim `folder` for a new run and clean up after a failure that comes before its first
+    checkpoint (a resumed run has one: nothing to claim). Only the `owner` (rank 0) touches it."""
+    if resume or not owner:
+        yield
+        return
+    existed = folder.is_dir()
+    if existed:
+        entries = list(folder.iterdir())
+        if (folder / CHECKPOINT).is_file() and not force:
+            raise RunExists(folder)
+        foreign = [p.name for p in entries if not _is_run_file(p)]
+        if foreign and not force:
+            raise HvcError(
+                f"{folder}: folder is not empty and holds no run ({', '.join(sorted(foreign)[:3])}"
+                f"{', ...' if len(foreign) > 3 else ''}); choose an empty or new folder",
+                remedy="force",
+            )
+        for path in entries:
+            if _is_run_file(path):
+                _remove(path)  # a replaced run, or leftovers of one that never checkpointed
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        if not (folder / CHECKPOINT).is_file():
+            for name in RUN_FILES:
+                _remove(folder / name)
+            if not existed and not any(folder.iterdir()):
+                folder.rmdir()
+        raise

@@ -1,0 +1,143 @@
+"""hvc-train as a user meets it: bad config files and flags, resuming nothing, failed starts,
+and library messages that name config keys, not flags. Each check runs the command on real
+files and reads the one line it prints."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from hvc_runtime.errors import HvcError
+from hvc_train.cli import app
+from hvc_train.config import TrainConfig
+from hvc_train.loop import train
+from hvc_train.rundir import RunExists
+from tests.conftest import image_tree
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    return image_tree(tmp_path_factory.mktemp("images"), 6, 40, 48)
+
+
+def small(images, out, *extra: str) -> list[str]:
+    """Arguments of a 1-step run on 32-pixel crops."""
+    return [
+        "--out", str(out), "--images", str(images), "--image-size", "32", "--batch-size", "2",
+        "--max-steps", "1", "--workers", "0", "--health-every", "0", "--device", "cpu", *extra,
+    ]  # fmt: skip
+
+
+def error_line(outcome) -> str:
+    """The command's only stderr line, which must be an error line (exit status 1)."""
+    lines = outcome.stderr.strip().splitlines()
+    assert outcome.exit_code == 1, outcome.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), outcome.stderr
+    return lines[0]
+
+
+def invoke(args: list[str]):
+    return CliRunner().invoke(app, args)
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "expected"),
+    [
+        ("bad.toml", "batch_size = 4\nlr = 0.001 0.002\n", "(at line 2, column 12)"),
+        ("bad.yaml", "batch_size: 4\nlr: [1e-3\nseed: 2\n", "line 3, column"),
+        ("keys.toml", "batch = 3\n", "unknown config keys ['batch'] (did you mean 'batch_size'?)"),
+        ("type.toml", 'batch_size = "x"\n', "batch_size = 'x': must be an integer"),
+        ("type.yaml", "channels_last: maybe\n", "channels_last = 'maybe': must be true or false"),
+        ("range.yaml", "min_crop: 2\n", "min_crop = 2.0: crop range up to max_crop 1.0"),
+        ("list.toml", "[section]\nx = 1\n", "unknown config keys ['section']"),
+    ],
+)
+def test_config_file_problems_are_one_line_naming_the_file(tmp_path, images, name, text, expected):
+    path = tmp_path / name
+    path.write_text(text)
+    line = error_line(invoke(small(images, tmp_path / "run", "--config", str(path))))
+    assert line.startswith(f"error: {path}: ") and expected in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_flag_problems_name_the_flag(tmp_path, images):
+    line = error_line(invoke(small(images, tmp_path / "run", "--grayscale", "1.5")))
+    assert line == "error: --grayscale 1.5: must be within [0, 1]"
+    line = error_line(invoke(small(images, tmp_path / "run", "--recipe", "fastest")))
+    assert line == "error: --recipe fastest: choose one of default, official"
+
+
+@pytest.mark.parametrize("state", ["missing", "empty", "failed start"])
+def test_resume_without_a_run_names_the_folder_and_the_checkpoint(tmp_path, state):
+    out = tmp_path / "run"
+    if state != "missing":
+        out.mkdir()
+    if state == "failed start":
+        (out / "config.json").write_text(json.dumps({"images": ["x"]}))
+    line = error_line(invoke(["--out", str(out), "--resume"]))
+    assert line.startswith(f"error: {out}: no run to resume")
+    assert "does not exist" in line if state == "missing" else "holds no checkpoint.pt" in line
+    assert out.exists() == (state != "missing")
+
+
+def test_a_run_that_fails_before_its_first_checkpoint_leaves_nothing(tmp_path, images):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for k in range(3):
+        (broken / f"{k}.jpg").write_bytes(b"not a jpeg")
+    out = tmp_path / "run"
+    args = small(broken, out)
+    args[args.index("--workers") + 1] = "1"  # the error comes back from a worker process
+    line = error_line(invoke(args))
+    assert line.endswith("16 unreadable images in a row") and "Traceback" not in line
+    assert not out.exists()
+    (tmp_path / "kept").mkdir()  # a folder the user made is kept, emptied of run files
+    error_line(invoke(small(broken, tmp_path / "kept")))
+    assert list((tmp_path / "kept").iterdir()) == []
+    done = invoke(small(images, out))
+    assert done.exit_code == 0, done.stderr
+    assert (out / "checkpoint.pt").is_file() and (out / "encoder.safetensors").is_file()
+
+
+def test_leftovers_of_a_killed_start_are_reused_other_files_are_not(tmp_path, images):
+    out = tmp_path / "run"
+    (out / "tensorboard").mkdir(parents=True)
+    (out / "tensorboard" / "events.out.tfevents.1").write_bytes(b"old")
+    (out / "config.json").write_text("{}")
+    done = invoke(small(images, out))
+    assert done.exit_code == 0, done.stderr
+    assert not (out / "tensorboard" / "events.out.tfevents.1").exists()
+    line = error_line(invoke(small(images, out)))
+    assert line == (
+        f"error: {out}: folder already holds a run (checkpoint.pt); "
+        "pass --resume to continue it or --force to replace it"
+    )
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    line = error_line(invoke(small(images, tmp_path / "mine")))
+    assert "folder is not empty and holds no run (notes.txt)" in line and "--force" in line
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_library_messages_name_config_keys_not_flags(tmp_path, images):
+    with pytest.raises(HvcError) as missing:
+        train(TrainConfig(), tmp_path / "a", show_progress=False)
+    assert str(missing.value) == "no training data: the config sets neither videos nor images"
+    config = TrainConfig(images=[str(images)], image_size=32, batch_size=2, max_steps=1)
+    config.workers, config.health_every, config.device = 0, 0, "cpu"
+    train(config, tmp_path / "b", show_progress=False)
+    with pytest.raises(RunExists) as busy:
+        train(config, tmp_path / "b", show_progress=False)
+    assert str(busy.value) == (
+        f"{tmp_path / 'b'}: folder already holds a run (checkpoint.pt); "
+        "set resume=True to continue it or force=True to replace it"
+    )
+    (tmp_path / "c").mkdir()
+    with pytest.raises(HvcError) as nothing:
+        train(config, tmp_path / "c", resume=True, show_progress=False)
+    assert (
+        str(nothing.value)
+        == f"{tmp_path / 'c'}: no run to resume: the folder holds no checkpoint.pt"
+    )
