@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The prepared GPU run (one call of a short device lease; see ../shared/reference/gpu-notes.md):
+# The prepared GPU run, for one call of a short GPU lease on a machine with the project's
+# dependencies (torch with CUDA, triton) but no network:
 # install the project, check the Triton kernels and the fast path on CUDA against the reference,
 # time the CUDA suite, and print its summary table last. Logs and JSON go to $OUT (or /tmp/out).
 #   bash benchmarks/gpu_session.sh

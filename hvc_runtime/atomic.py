@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 import tempfile
 from collections.abc import Iterator
@@ -10,16 +9,18 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
-@functools.cache
-def _umask() -> int:
+def _read_umask() -> int:
     mask = os.umask(0o022)  # reading the umask means setting it; put it back at once
     os.umask(mask)
     return mask
 
 
+_UMASK = _read_umask()  # at import, before any writer thread can create files meanwhile
+
+
 def file_mode() -> int:
     """The mode a plain `open(path, "w")` would give: 0o666 less the user's umask."""
-    return 0o666 & ~_umask()
+    return 0o666 & ~_UMASK
 
 
 @contextmanager

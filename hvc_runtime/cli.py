@@ -29,11 +29,10 @@ from hvc_runtime.davis.propagate import propagate_sequence
 from hvc_runtime.demo import demo_inputs
 from hvc_runtime.devices import resolve_device
 from hvc_runtime.distributed import (
-    DistContext,
-    broadcast_from_main,
     gather_objects,
     init_from_env,
     rank_device,
+    run_on_main,
     shutdown,
 )
 from hvc_runtime.errors import HvcError
@@ -45,7 +44,7 @@ from hvc_runtime.io.results import ResultFolder
 from hvc_runtime.pipeline import SegmentationSummary, segment_video
 from hvc_runtime.propagation import PropagationConfig
 from hvc_runtime.segmenter import Segmenter
-from hvc_runtime.terminal import console, flag_name
+from hvc_runtime.terminal import console
 
 EVAL_TIMEOUT = timedelta(hours=12)  # ranks wait for the slowest shard before scoring
 RUN_OUTPUTS = ("masks", "overlay.mp4")
@@ -62,6 +61,9 @@ SEGMENTER = OptionGroup(
         "reads the artifact's manifest).",
         "mode": "Propagation: fast (local windows) or reference (dense official layout); "
         "same masks.",
+        "kernel": "Scoring kernel of the fast mode: auto (Triton on CUDA), torch or triton.",
+        "gpu_decode": "Decode JPEG frame folders on the GPU (nvJPEG; its pixels differ slightly "
+        "from PIL's: turn it off to compare with CPU or official runs exactly).",
         "short_side": "Resize frames so the short side is SIZE before encoding (default: native).",
         "moco": "Official MoCo-v1 ResNet-50 .pth to fuse (1280-d features, λ=1.05).",
         "official_bn_drift": "Replay the official loader's train-mode dummy forward, which "
@@ -176,8 +178,8 @@ def run(
     inputs = [p for p in (video, mask, segmenter["checkpoint"], segmenter["moco"]) if p]
     result = ResultFolder(out, RUN_OUTPUTS, overwrite=overwrite, inputs=inputs)
     engine = build_segmenter(segmenter, propagation)
-    staging = result.open()
     try:
+        staging = result.open()
         with _progress(f"segmenting {video.name}", len(source)) as advance:
             summary = segment_video(
                 source,
@@ -271,7 +273,8 @@ def evaluate_command(
     if run:
         segmenter["device"] = str(rank_device(group, target))
         engine = build_segmenter(segmenter, propagation)
-        created = _prepare_output_on_main(group, results, overwrite, dataset)
+        protected = (dataset.image_root, dataset.annotation_root)
+        created = run_on_main(group, lambda: _prepare_output(results, overwrite, protected))
         try:
             for name in names[group.rank :: group.world_size]:
                 timing[name] = _propagate(dataset, name, engine, results, all_annotations)
@@ -328,23 +331,6 @@ def _prepare_output(results: Path, overwrite: bool, protected: Iterable[Path]) -
         raise HvcError(f"{results}: cannot create the output folder ({exc.strerror})") from exc
     if not os.access(results, os.W_OK):
         raise HvcError(f"{results}: output folder is not writable")
-    return created
-
-
-def _prepare_output_on_main(
-    group: DistContext, results: Path, overwrite: bool, dataset: DavisDataset
-) -> bool:
-    """Rank 0 checks and creates RESULTS; every rank stops with its error if that fails."""
-    error, created = None, False
-    if group.is_main:
-        try:
-            protected = (dataset.image_root, dataset.annotation_root)
-            created = _prepare_output(results, overwrite, protected)
-        except HvcError as exc:
-            error = exc.describe(lambda option: flag_name(option, FLAGS))
-    error = broadcast_from_main(group, error)
-    if error is not None:
-        raise HvcError(error)
     return created
 
 

@@ -4,11 +4,17 @@ small object exchanges (shard results, rank-0 decisions) the commands need."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
+
+from hvc_runtime.errors import HvcError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -72,3 +78,21 @@ def broadcast_from_main(context: DistContext, value):
     box = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def run_on_main(context: DistContext, action: Callable[[], T]) -> T | None:
+    """`action` on rank 0 only (None elsewhere). An HvcError it raises stops every rank, each
+    with the message, so no rank waits at a collective for one that has already failed."""
+    error: HvcError | None = None
+    result = None
+    if context.is_main:
+        try:
+            result = action()
+        except HvcError as exc:
+            error = exc
+    message = broadcast_from_main(context, None if error is None else str(error))
+    if error is not None:
+        raise error
+    if message is not None:
+        raise HvcError(message)
+    return result

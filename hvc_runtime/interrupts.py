@@ -84,3 +84,14 @@ def graceful_stop() -> Iterator[StopRequest]:
     request = StopRequest()
     with _handlers(request._handle):
         yield request
+
+
+@contextmanager
+def deferred() -> Iterator[None]:
+    """A critical section (a few renames that must all happen or none): SIGINT and SIGTERM
+    arriving inside are held and raised as `Interrupted` once it is over."""
+    held: list[int] = []
+    with _handlers(lambda signum, _frame: held.append(signum)):
+        yield
+    if held:
+        raise Interrupted(held[0])

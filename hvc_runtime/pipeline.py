@@ -62,7 +62,7 @@ def segment_video(
     start = time.perf_counter()
     count = 0
     try:
-        for frame in prefetch(source, segmenter.device):
+        for frame in prefetch(source, segmenter.device, gpu_decode=segmenter.gpu_decode):
             mask = masks.get(frame.index)
             if count == 0 and mask is None:
                 raise HvcError(f"{source.path}: no mask for the first frame '{frame.name}'")

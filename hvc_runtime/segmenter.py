@@ -34,6 +34,11 @@ _CHANNEL_GROUP = 16  # channels resampled at once, so 255 objects at 1080p stay 
 MIN_SHORT_SIDE = 8
 
 
+def _is_out_of_memory(exc: Exception) -> bool:
+    """CUDA's OutOfMemoryError, or the CPU allocator's RuntimeError."""
+    return isinstance(exc, torch.OutOfMemoryError) or "allocate memory" in str(exc)
+
+
 class Segmenter:
     """Segment and track objects through a video from masks given at some frames.
 
@@ -53,11 +58,15 @@ class Segmenter:
         precision: Precision = "fp32",
         short_side: int | None = None,
         mode: str = "fast",
+        kernel: str = "auto",
+        gpu_decode: bool = True,
         source: LoadedBackend | None = None,
     ) -> None:
         self.dtype = dtype_of(precision)
         if mode not in PROPAGATORS:
             raise OptionError("mode", mode, f"choose one of {', '.join(PROPAGATORS)}")
+        if mode != "fast" and kernel != "auto":
+            raise OptionError("kernel", kernel, f"only the fast mode has kernels, not {mode}")
         if short_side is not None and short_side < MIN_SHORT_SIDE:
             raise OptionError("short_side", short_side, "must be at least 8 pixels")
         self.device = torch.device(device)
@@ -68,7 +77,9 @@ class Segmenter:
         self.precision = precision
         self.short_side = short_side
         self.mode = mode
-        self.propagator = PROPAGATORS[mode](config)
+        self.gpu_decode = gpu_decode
+        options = {"kernel": kernel} if mode == "fast" else {}
+        self.propagator = PROPAGATORS[mode](config, **options)
         self.reset()
 
     @classmethod
@@ -81,13 +92,19 @@ class Segmenter:
         precision: Precision = "fp32",
         backend: str = "auto",
         mode: str = "fast",
+        kernel: str = "auto",
         short_side: int | None = None,
+        gpu_decode: bool = True,
         moco: Path | None = None,
         official_bn_drift: bool = False,
     ) -> Segmenter:
         """A segmenter for a checkpoint (`.safetensors`, official `.pth`; None: the default
         encoder) or an exported artifact (its manifest picks the runtime; `backend` may
-        confirm it). `source` then says what was loaded (`.source.description`)."""
+        confirm it). `source` then says what was loaded (`.source.description`).
+
+        `kernel` picks the fast mode's scoring kernel (auto: Triton on CUDA); `gpu_decode`
+        lets `segment_video` decode JPEG frame folders on the GPU (nvJPEG, whose pixels differ
+        slightly from PIL's, so exact comparisons with CPU or official runs turn it off)."""
         target = resolve_device(device)
         dtype_of(precision)  # refuse a bad precision before any weights are loaded
         loaded = load_encoder_backend(
@@ -105,6 +122,8 @@ class Segmenter:
             precision=precision,
             short_side=short_side,
             mode=mode,
+            kernel=kernel,
+            gpu_decode=gpu_decode,
             source=loaded,
         )
 
@@ -175,6 +194,8 @@ class Segmenter:
             labels = self.propagator.step(features, new_labels)
             return self._to_ids(labels, (height, width))
         except (torch.OutOfMemoryError, RuntimeError) as exc:
+            if not _is_out_of_memory(exc):
+                raise
             raise self._out_of_memory(exc, height, width) from exc
 
     def _new_objects(self, mask: np.ndarray, grid: torch.Size) -> torch.Tensor | None:
@@ -200,12 +221,9 @@ class Segmenter:
         self._ids.extend(new_ids)
         return labels
 
-    def _out_of_memory(self, exc: Exception, height: int, width: int) -> Exception:
-        """An allocation failure as a one-line error saying how much was asked; others as they are."""
-        text = str(exc)
-        if not isinstance(exc, torch.OutOfMemoryError) and "allocate memory" not in text:
-            return exc
-        asked = re.search(r"[Tt]ried to allocate ([\d.]+ [KMGT]iB|\d+ bytes)", text)
+    def _out_of_memory(self, exc: Exception, height: int, width: int) -> OptionError:
+        """An allocation failure as a one-line error saying how much was asked."""
+        asked = re.search(r"[Tt]ried to allocate ([\d.]+ [KMGT]iB|\d+ bytes)", str(exc))
         amount = asked[1] if asked else "more than is free"
         if amount.endswith("bytes"):
             amount = f"{int(amount.split()[0]) / 2**30:.2f} GiB"

@@ -104,7 +104,8 @@ class Thresholds:
 def feature_figures(features: torch.Tensor) -> tuple[float, float, float]:
     """(effective rank, top component share, mean cosine) of N×D×h×w features, positions
     of all N images pooled."""
-    positions = F.normalize(features.double().permute(0, 2, 3, 1).reshape(-1, features.shape[1]))
+    features = features.detach().cpu().double()  # MPS has no float64; the batch is small
+    positions = F.normalize(features.permute(0, 2, 3, 1).reshape(-1, features.shape[1]))
     centred = positions - positions.mean(0)
     variances = torch.linalg.eigvalsh(centred.T @ centred).clamp_min(0).flip(0)
     shares = variances / variances.sum().clamp_min(1e-300)
@@ -118,7 +119,7 @@ def feature_figures(features: torch.Tensor) -> tuple[float, float, float]:
 def dc_share(weights: torch.Tensor) -> float:
     """Mean over the filters of an out×in×k×k weight of the share of a filter's energy in its
     mean over (in, k, k); a random filter holds 1/(in·k·k) there."""
-    flat = weights.detach().double().flatten(1)
+    flat = weights.detach().cpu().double().flatten(1)
     energy = (flat**2).sum(1).clamp_min(1e-300)
     return float((flat.mean(1) ** 2 * flat.shape[1] / energy).mean())
 

@@ -13,7 +13,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from hvc_runtime.devices import resolve_device
-from hvc_runtime.distributed import DistContext, init_from_env, rank_device, shutdown
+from hvc_runtime.distributed import (
+    DistContext,
+    init_from_env,
+    rank_device,
+    run_on_main,
+    shutdown,
+)
 from hvc_runtime.errors import HvcError, HvcWarning
 from hvc_runtime.interrupts import Interrupted, StopRequest, graceful_stop
 from hvc_train.config import TrainConfig, save_config
@@ -33,6 +39,7 @@ from hvc_train.rundir import (
     CONFIG,
     ENCODER,
     TENSORBOARD,
+    check_run_folder,
     require_resumable,
     run_folder,
 )
@@ -80,6 +87,8 @@ def train(
         if resume:
             require_resumable(run_dir)  # before the data: the folder is what is wrong
         index = build_index(config)  # bad data fails before the folder is touched
+        if not resume:  # every rank stops if rank 0 refuses the folder, none waits for it
+            run_on_main(context, lambda: check_run_folder(run_dir, force))
         with run_folder(run_dir, resume, force, owner=context.is_main):
             if context.is_main:
                 save_config(config, run_dir / CONFIG)

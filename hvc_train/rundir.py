@@ -55,6 +55,21 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def check_run_folder(folder: Path, force: bool) -> None:
+    """Refuse a folder holding a run (unless `force`) or files that are not a run's."""
+    if not folder.is_dir():
+        return
+    if (folder / CHECKPOINT).is_file() and not force:
+        raise RunExists(folder)
+    foreign = [p.name for p in folder.iterdir() if not _is_run_file(p)]
+    if foreign and not force:
+        raise HvcError(
+            f"{folder}: folder is not empty and holds no run ({', '.join(sorted(foreign)[:3])}"
+            f"{', ...' if len(foreign) > 3 else ''}); choose an empty or new folder",
+            remedy="force",
+        )
+
+
 @contextmanager
 def run_folder(folder: Path, resume: bool, force: bool, owner: bool = True) -> Iterator[None]:
     """Claim `folder` for a new run and clean up after a failure that comes before its first
@@ -64,17 +79,8 @@ def run_folder(folder: Path, resume: bool, force: bool, owner: bool = True) -> I
         return
     existed = folder.is_dir()
     if existed:
-        entries = list(folder.iterdir())
-        if (folder / CHECKPOINT).is_file() and not force:
-            raise RunExists(folder)
-        foreign = [p.name for p in entries if not _is_run_file(p)]
-        if foreign and not force:
-            raise HvcError(
-                f"{folder}: folder is not empty and holds no run ({', '.join(sorted(foreign)[:3])}"
-                f"{', ...' if len(foreign) > 3 else ''}); choose an empty or new folder",
-                remedy="force",
-            )
-        for path in entries:
+        check_run_folder(folder, force)
+        for path in folder.iterdir():
             if _is_run_file(path):
                 _remove(path)  # a replaced run, or leftovers of one that never checkpointed
     folder.mkdir(parents=True, exist_ok=True)

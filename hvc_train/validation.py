@@ -65,7 +65,8 @@ def clip_iou(
         objects: list[int] = []
         for k, frame in enumerate(clip):
             truth = read_mask(truths[frame.stem])
-            ids = segmenter.step(read_rgb_image(frame), truth if k == 0 else None)
+            first = np.where(truth == VOID, 0, truth) if k == 0 else None  # void is no object
+            ids = segmenter.step(read_rgb_image(frame), first)
             if k == 0:
                 objects = [int(i) for i in np.unique(truth) if i not in (0, VOID)]
                 continue

@@ -14,7 +14,9 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -25,6 +27,7 @@ from hvc_export.cli import app as export_app
 from hvc_runtime.atomic import file_mode
 from hvc_runtime.checkpoints import CheckpointHeader, random_encoder, save_encoder
 from hvc_runtime.cli import eval_app, run_app
+from hvc_runtime.errors import HvcError, HvcWarning
 from hvc_runtime.io.masks import read_mask, write_palette_png
 from tests.conftest import panning_clip, smooth_texture, write_video
 from tests.test_cli import assert_one_line_error, run_cli
@@ -86,6 +89,52 @@ def test_overwrite_keeps_the_users_other_files(clip, tmp_path):
     run_ok([video, mask, "--out", out, "--overwrite", "--no-overlay"])
     assert entries(out) == ["masks", "notes.txt", "summary.json"]
     assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_a_failed_swap_puts_the_earlier_result_back(clip, tmp_path, monkeypatch):
+    video, mask = clip
+    out = tmp_path / "out"
+    run_ok([video, mask, "--out", out])
+    before = {p.name: p.read_bytes() for p in (out / "masks").iterdir()}
+    real_rename = Path.rename
+
+    def rename(self, target):
+        if self.name == "overlay.mp4" and ".hvc-run.partial" in str(self):
+            raise OSError(errno.EIO, "Input/output error")
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", rename)
+    code, _, stderr = run_cli(run_app, [video, mask, "--out", out, "--device", "cpu"])
+    assert_one_line_error(code, stderr, "cannot move the result in")
+    assert entries(out) == ["masks", "overlay.mp4", "summary.json"]
+    assert {p.name: p.read_bytes() for p in (out / "masks").iterdir()} == before
+
+
+def test_a_swap_killed_halfway_is_recovered_by_the_next_run(clip, tmp_path):
+    video, mask = clip
+    out = tmp_path / "out"
+    run_ok([video, mask, "--out", out, "--no-overlay"])
+    (out / ".hvc-run.replaced").mkdir()  # a commit killed after moving the old result aside
+    (out / "summary.json").rename(out / ".hvc-run.replaced" / "summary.json")
+    code, _, stderr = run_cli(run_app, [video, mask, "--out", out, "--no-overlay"])
+    assert code == 0, stderr
+    assert entries(out) == ["masks", "summary.json"]
+
+
+def test_summaries_that_prove_nothing_and_summaries_of_the_first_version(clip, tmp_path):
+    video, mask = clip
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    (odd / "summary.json").write_text("[1, 2]")
+    code, _, stderr = run_cli(run_app, [video, mask, "--out", odd])
+    assert_one_line_error(code, stderr, "not an earlier hvc-run result (summary.json)")
+    first = tmp_path / "first"
+    (first / "masks").mkdir(parents=True)
+    keys = ("video", "mask", "frames", "seconds", "masks", "overlay", "device", "propagation")
+    (first / "summary.json").write_text(json.dumps(dict.fromkeys(keys, None)))
+    (first / "overlay.mp4").write_bytes(b"old")
+    run_ok([video, mask, "--out", first, "--no-overlay"])
+    assert entries(first) == ["masks", "summary.json"]
 
 
 def test_export_never_overwrites_its_source_and_asks_before_replacing(tmp_path):
@@ -158,13 +207,17 @@ def test_masks_that_cannot_hold_the_intended_ids_are_refused(clip, tmp_path):
     video, mask = clip
     ids = read_mask(mask)
     Image.fromarray(ids * 100).save(tmp_path / "lossy.jpg", quality=90)
-    soft = (ids > 0).astype(np.uint8) * 255
-    soft[10, 10:40] = 128  # an anti-aliased edge
+    binary = (ids > 0).astype(np.uint8) * 255
+    soft = cv2.GaussianBlur(binary, (5, 5), 1.0)  # anti-aliased edges: a band of grey levels
     Image.fromarray(soft, mode="L").save(tmp_path / "soft.png")
-    for name, fragment in {"lossy.jpg": "JPEG is lossy", "soft.png": "mixes 255 with"}.items():
+    for name, fragment in {"lossy.jpg": "JPEG is lossy", "soft.png": "soft (anti-aliased)"}.items():
         code, _, stderr = run_cli(run_app, [video, tmp_path / name, "--out", tmp_path / "o"])
         assert_one_line_error(code, stderr, name, fragment)
     assert not (tmp_path / "o").exists()
+    void = ids.copy()
+    void[:4] = 255  # ids 1 and 2 with 255 as void: a grey mask, but no soft edges
+    Image.fromarray(void, mode="L").save(tmp_path / "void.png")
+    assert set(np.unique(read_mask(tmp_path / "void.png"))) == {0, 1, 2, 255}
 
 
 def test_weights_that_are_not_finite_are_refused(clip, tmp_path):
@@ -196,6 +249,12 @@ def test_frame_names_without_padding_are_taken_in_numeric_order(tmp_path):
     Image.fromarray(smooth_texture(40, 56, seed=3)).save(frames / "3.jpg")
     code, _, stderr = run_cli(run_app, [frames, tmp_path / "mask.png", "--out", tmp_path / "o"])
     assert_one_line_error(code, stderr, "several images named 3")
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for name in ("a.png", "a-1.png", "a-2.png"):  # text and numeric order agree: no warning
+        Image.fromarray(smooth_texture(40, 56)).save(plain / name)
+    stderr = run_ok([plain, tmp_path / "mask.png", "--out", tmp_path / "p", "--no-overlay"])
+    assert "numeric order" not in stderr
 
 
 def test_object_too_small_to_track_is_a_warning(clip, tmp_path):
@@ -283,6 +342,35 @@ def test_checkpoints_that_are_not_weights(clip, tmp_path):
         )
         assert_one_line_error(code, stderr, name, fragment)
         assert "weights_only" not in stderr
+
+
+def test_settings_that_cannot_apply_here(clip, tmp_path):
+    video, mask = clip
+    cases = {
+        ("--backend", "torch-cudagraphs"): "--backend torch-cudagraphs: CUDA graphs need a CUDA",
+        ("--kernel", "triton", "--mode", "reference"): "--kernel triton: only the fast mode",
+        ("--kernel", "triton", "--no-fp32-scores"): "--kernel triton: the Triton kernel ranks",
+        ("--kernel", "cuda"): "--kernel cuda: choose one of auto, torch, triton",
+    }
+    for extra, fragment in cases.items():
+        code, _, stderr = run_cli(
+            run_app, [video, mask, "--out", tmp_path / "o", "--device", "cpu", *extra]
+        )
+        assert_one_line_error(code, stderr, fragment)
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_declared_count_a_frame_or_two_off_is_a_warning(clip):
+    from hvc_runtime.io.frames import VideoFileSource
+
+    video, _ = clip
+    source = VideoFileSource(video)
+    source._count += 1  # an estimate one frame too high, as containers without an index give
+    with pytest.warns(HvcWarning, match="kept the 6 decoded frames"):
+        assert len(list(source)) == 6
+    source._count += 4
+    with pytest.raises(HvcError, match="cut short or corrupt"):
+        list(source)
 
 
 def test_eval_names_a_missing_results_folder(tmp_path):

@@ -143,3 +143,24 @@ def test_radius_test_matches_float64_square_roots(radius):
     dy, dx = offsets[:, None], offsets[None, :]
     expected = (dy**2 + dx**2).double().sqrt() < radius
     assert torch.equal(within_radius(dy, dx, radius), expected)
+
+
+def test_a_triton_kernel_that_fails_to_build_falls_back_once(monkeypatch):
+    """With kernel="auto", a GPU on which the fused kernel cannot compile gets the PyTorch
+    kernels (and one warning), not a failed video; kernel="triton" reports the failure."""
+    from hvc_runtime.errors import HvcWarning
+
+    def unbuildable(self, *args):
+        raise RuntimeError("PTX was compiled with an unsupported toolchain")
+
+    monkeypatch.setattr(FastPropagator, "_triton_topk", unbuildable)
+    monkeypatch.setattr(FastPropagator, "uses_triton", lambda self, query: not self._triton_failed)
+    cfg = PropagationConfig(context_size=4, topk=5, radius=2.5)
+    features = drifting_features(6, 16, 9, 10, seed=4)
+    given = {0: blobs(2, 9, 10, seed=1)}
+    with pytest.warns(HvcWarning, match="using the PyTorch kernels") as caught:
+        fast = run(FastPropagator(cfg), features, given)
+    assert len(caught) == 1
+    assert_same(run(DensePropagator(cfg), features, given), fast)
+    with pytest.raises(RuntimeError, match="unsupported toolchain"):
+        run(FastPropagator(cfg, kernel="triton"), features, given)

@@ -64,18 +64,25 @@ class _Graph:
     copied out (the next replay overwrites the static one, and callers keep features)."""
 
     def __init__(self, forward, example: torch.Tensor) -> None:
+        device = example.device
+        self.device = device
         self.input = example.clone()
-        side = torch.cuda.Stream(example.device)
-        side.wait_stream(torch.cuda.current_stream(example.device))
-        with torch.cuda.stream(side):
-            for _ in range(GRAPH_WARMUP):
-                forward(self.input)
-        torch.cuda.current_stream(example.device).wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.output = forward(self.input)
+        with torch.cuda.device(device):  # capture on this GPU's streams, not the current one's
+            side = torch.cuda.Stream(device)
+            side.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(side):
+                for _ in range(GRAPH_WARMUP):
+                    forward(self.input)
+            torch.cuda.current_stream(device).wait_stream(side)
+            self.graph = torch.cuda.CUDAGraph()
+            # thread-local: the frame reader keeps pinning host memory on its own thread
+            with torch.cuda.graph(
+                self.graph, stream=torch.cuda.Stream(device), capture_error_mode="thread_local"
+            ):
+                self.output = forward(self.input)
 
     def replay(self, frames: torch.Tensor) -> torch.Tensor:
-        self.input.copy_(frames)
-        self.graph.replay()
-        return self.output.clone()
+        with torch.cuda.device(self.device):
+            self.input.copy_(frames)
+            self.graph.replay()
+            return self.output.clone()

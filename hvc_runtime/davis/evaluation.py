@@ -132,8 +132,7 @@ def evaluate_sequence(
         if result.max() > num_objects:
             raise HvcError(
                 f"{result_file}: id {result.max()} but the sequence has {num_objects} objects "
-                "(DAVIS-2016 scores all ids as one object)",
-                remedy="single_object",
+                "(DAVIS-2016 results are scored with all ids as one object)"
             )
         for obj in range(num_objects):
             predicted, expected = result == obj + 1, truth == obj + 1

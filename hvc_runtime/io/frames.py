@@ -22,6 +22,7 @@ from hvc_runtime.errors import HvcError, HvcWarning
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 DEFAULT_FPS = 24.0
+COUNT_TOLERANCE = 0.02  # share of a declared frame count that may be an estimate's error
 
 
 @dataclass
@@ -91,7 +92,7 @@ def frame_files(folder: Path) -> list[Path]:
             f"{folder}: several images named {twins[0]} (e.g. .jpg and .png): which is the "
             "frame is ambiguous; keep one"
         )
-    as_text = sorted(files)
+    as_text = sorted(files, key=lambda path: path.stem)  # stems are unique (checked above)
     numeric = sorted(files, key=_natural_key)
     if numeric != as_text:
         warnings.warn(
@@ -174,14 +175,17 @@ class VideoFileSource(FrameSource):
         self._check_complete(index)
 
     def _check_complete(self, decoded: int) -> None:
-        if decoded >= self._count:
+        """Containers without an index estimate their count from duration × fps, which can be
+        a frame or two off: a shortfall within that is a warning, more is a cut-short file."""
+        missing = self._count - decoded
+        if missing <= 0:
             return
         problem = (
             f"{self.path}: decoding stopped after {decoded} of the {self._count} frames the file "
-            "declares (cut short or corrupt)"
+            "declares"
         )
-        if not self.allow_partial:
-            raise HvcError(problem, remedy="allow_partial")
+        if missing > max(2, COUNT_TOLERANCE * self._count) and not self.allow_partial:
+            raise HvcError(f"{problem} (cut short or corrupt)", remedy="allow_partial")
         warnings.warn(f"{problem}; kept the {decoded} decoded frames", HvcWarning, stacklevel=2)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
@@ -42,7 +43,7 @@ def read_mask(path: Path) -> np.ndarray:
     Palette PNGs give their indices, grey-level PNGs their values; a mask holding only 0 and 255
     is a DAVIS-2016 binary mask and becomes ids 0/1. Refused, because the ids would be wrong:
     RGB images (colours are not ids), lossy formats (JPEG invents ids along every edge), and
-    grey masks mixing 255 with other values (a 0/255 mask with soft edges).
+    grey 0/255 masks with soft (anti-aliased) edges, whose in-between values are no ids.
     """
     path = Path(path)
     try:
@@ -76,12 +77,27 @@ def read_mask(path: Path) -> np.ndarray:
     values = np.unique(array)
     if values.size == 2 and values[0] == 0 and values[1] == 255:
         return (array > 127).astype(np.uint8)
-    if mode != "P" and values[-1] == 255 and values.size > 2:
+    if mode != "P" and values[-1] == 255 and _soft_edges(array, values):
         raise HvcError(
-            f"{path}: grey mask mixes 255 with {values.size - 2} other values: a 0/255 mask "
-            "with soft (anti-aliased) edges? Threshold it to 0/255, or save ids 1..N"
+            f"{path}: grey mask mixes 255 with {values.size - 2} other values on a thin band "
+            "around it: a 0/255 mask with soft (anti-aliased) edges; threshold it to 0/255"
         )
     return array
+
+
+SOFT_LEVELS = 8  # distinct in-between values an anti-aliased edge makes, at least
+SOFT_BAND = 8  # pixels from the 255 region within which an edge's in-between values lie
+
+
+def _soft_edges(array: np.ndarray, values: np.ndarray) -> bool:
+    """A 0/255 mask blurred at its edges: many in-between levels, all hugging the 255 region.
+    Masks with ids 1..N and 255 as void have a few ids covering areas of their own instead."""
+    between = (array > 0) & (array < 255)
+    if values[(values > 0) & (values < 255)].size < SOFT_LEVELS:
+        return False
+    solid = (array == 255).astype(np.uint8)
+    near = cv2.dilate(solid, np.ones((2 * SOFT_BAND + 1,) * 2, np.uint8)).astype(bool)
+    return float(near[between].mean()) >= 0.95
 
 
 def write_palette_png(path: Path, ids: np.ndarray) -> None:

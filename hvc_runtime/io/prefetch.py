@@ -28,15 +28,20 @@ JPEG_BATCH = 8
 
 
 def prefetch(
-    source: FrameSource, device: torch.device | None = None, depth: int = 4
+    source: FrameSource,
+    device: torch.device | None = None,
+    depth: int = 4,
+    *,
+    gpu_decode: bool = True,
 ) -> Iterator[Frame]:
     """Frames of `source` in order, decoded up to `depth` frames ahead, ready for `device`.
 
     For a CUDA `device` each frame carries its pixels as a tensor (`Frame.pixels`): on the GPU
-    for JPEG folders, else in pinned memory. Decoding errors are raised in the consumer at the
+    for JPEG folders (unless `gpu_decode` is off), else in pinned memory. Decoding errors are
+    raised in the consumer at the
     frame where they happened; closing the iterator early stops the reader."""
     cuda = device is not None and device.type == "cuda"
-    if cuda and is_jpeg_folder(source):
+    if cuda and gpu_decode and is_jpeg_folder(source):
         yield from decode_jpeg_batches(source, device, depth)
         return
     pin = cuda and torch.cuda.is_available()

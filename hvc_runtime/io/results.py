@@ -10,18 +10,20 @@ unless `overwrite`, which still never replaces an input of the run.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
 from hvc_runtime.atomic import atomic_path
 from hvc_runtime.errors import HvcError
+from hvc_runtime.interrupts import deferred
 
 TOOL = "hvc-run"
 SUMMARY = "summary.json"
 STAGING = ".hvc-run.partial"
 RETIRED = ".hvc-run.replaced"
+# summaries written before they named their tool and outputs held exactly these keys
+_FIRST_SUMMARY_KEYS = {"video", "mask", "frames", "masks", "overlay", "propagation"}
 
 
 def earlier_outputs(folder: Path) -> set[str] | None:
@@ -31,8 +33,13 @@ def earlier_outputs(folder: Path) -> set[str] | None:
         summary = json.loads((folder / SUMMARY).read_text())
     except (OSError, ValueError):
         return None
-    outputs = summary.get("outputs") if isinstance(summary, dict) else None
-    if summary.get("tool") != TOOL or not isinstance(outputs, list):
+    if not isinstance(summary, dict):
+        return None
+    if "tool" not in summary and summary.keys() >= _FIRST_SUMMARY_KEYS:
+        outputs = ["masks", "overlay.mp4"]  # the first summaries did not list them
+    elif summary.get("tool") == TOOL and isinstance(summary.get("outputs"), list):
+        outputs = summary["outputs"]
+    else:
         return None
     return {name for name in outputs if isinstance(name, str) and "/" not in name} | {SUMMARY}
 
@@ -51,6 +58,8 @@ class ResultFolder:
         self.outputs = [*outputs, SUMMARY]
         if self.out.exists() and not self.out.is_dir():
             raise HvcError(f"{self.out}: output path exists and is not a folder")
+        if self.out.is_dir():
+            _recover(self.out)  # an earlier result a killed run left moved aside
         present = (
             {p.name for p in self.out.iterdir()} - {STAGING, RETIRED}
             if self.out.is_dir()
@@ -81,34 +90,55 @@ class ResultFolder:
         try:
             self.created = not self.out.exists()
             self.out.mkdir(parents=True, exist_ok=True)
-            for stale in (self.staging, self.out / RETIRED):  # left by a killed earlier run
-                shutil.rmtree(stale, ignore_errors=True)
+            shutil.rmtree(self.staging, ignore_errors=True)  # left by a killed earlier run
             self.staging.mkdir()
         except OSError as exc:
             raise HvcError(f"{self.out}: cannot create the output folder ({exc.strerror})") from exc
-        if not os.access(self.out, os.W_OK):
-            raise HvcError(f"{self.out}: output folder is not writable")
         return self.staging
 
     def commit(self, summary: dict) -> None:
-        """Write the summary (it lists the outputs) and swap the staged result in."""
-        written = [
-            name for name in self.outputs if (self.staging / name).exists() or name == SUMMARY
-        ]
+        """Write the summary (it lists the outputs) and swap the staged result in: signals wait
+        until the swap is over, and a failure inside it puts the earlier result back."""
+        written = [n for n in self.outputs if (self.staging / n).exists() or n == SUMMARY]
         payload = {"tool": TOOL, "outputs": [n for n in written if n != SUMMARY], **summary}
         with atomic_path(self.staging / SUMMARY) as tmp:
             tmp.write_text(json.dumps(payload, indent=2) + "\n")
         retired = self.out / RETIRED
-        retired.mkdir()
-        for name in sorted(self.replaced):
-            (self.out / name).rename(retired / name)
-        for name in written:
-            (self.staging / name).rename(self.out / name)
-        shutil.rmtree(retired)
-        self.staging.rmdir()
+        with deferred():
+            retired.mkdir()
+            try:
+                for name in sorted(self.replaced):
+                    (self.out / name).rename(retired / name)
+                for name in written:  # the summary last: it marks a complete result
+                    (self.staging / name).rename(self.out / name)
+            except OSError as exc:
+                _undo(self.out, self.staging, written)
+                raise HvcError(f"{self.out}: cannot move the result in ({exc})") from exc
+            shutil.rmtree(retired)
+            self.staging.rmdir()
 
     def abort(self) -> None:
         """Remove what this run staged, and the folder itself if this run created it empty."""
         shutil.rmtree(self.staging, ignore_errors=True)
         if self.created and self.out.is_dir() and not any(self.out.iterdir()):
             self.out.rmdir()
+
+
+def _undo(out: Path, staging: Path, written: list[str]) -> None:
+    """Put a half-done swap back: new outputs to staging, the earlier result in place."""
+    for name in written:
+        if (out / name).exists() and not (staging / name).exists():
+            (out / name).rename(staging / name)
+    _recover(out)
+
+
+def _recover(out: Path) -> None:
+    """An earlier result moved aside by a swap that never finished (the process was killed)
+    goes back where nothing has taken its place."""
+    retired = out / RETIRED
+    if not retired.is_dir():
+        return
+    for path in retired.iterdir():
+        if not (out / path.name).exists():
+            path.rename(out / path.name)
+    shutil.rmtree(retired)

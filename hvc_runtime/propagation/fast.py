@@ -23,12 +23,13 @@ Triton for CUDA tensors where it is installed and ranks in fp32.
 from __future__ import annotations
 
 import importlib.util
+import warnings
 from collections import Counter
 
 import torch
 import torch.nn.functional as F
 
-from hvc_runtime.errors import OptionError
+from hvc_runtime.errors import HvcWarning, OptionError
 from hvc_runtime.propagation.config import PropagationConfig
 from hvc_runtime.propagation.numerics import score_matmul
 from hvc_runtime.propagation.online import OnlinePropagator
@@ -52,14 +53,20 @@ class FastPropagator(OnlinePropagator):
         kernel: str = "auto",
     ) -> None:
         """`tile`: query tile side B; `tile_group`: tiles the PyTorch kernel scores per step
-        (None: by device); `kernel`: auto, torch or triton (see the module doc)."""
+        (None: by device; the Triton kernel sizes its own launches); `kernel`: auto, torch or
+        triton (see the module doc)."""
         if tile < 1 or (tile_group is not None and tile_group < 1):
             raise OptionError("tile", (tile, tile_group), "tile and tile_group must be >= 1")
         if kernel not in KERNELS:
             raise OptionError("kernel", kernel, f"choose one of {', '.join(KERNELS)}")
+        if kernel == "triton" and not config.fp32_scores:
+            raise OptionError(
+                "kernel", kernel, "the Triton kernel ranks in fp32; fp32_scores is off"
+            )
         self.tile = tile
         self.tile_group = tile_group
         self.kernel = kernel
+        self._triton_failed = False
         super().__init__(config)
 
     def reset(self) -> None:
@@ -83,27 +90,27 @@ class FastPropagator(OnlinePropagator):
         if self.kernel != "auto":
             return self.kernel == "triton"
         fp32_ranking = self.config.score_dtype(query.dtype) == torch.float32
-        return query.is_cuda and fp32_ranking and importlib.util.find_spec("triton") is not None
+        return (
+            query.is_cuda
+            and fp32_ranking
+            and not self._triton_failed
+            and importlib.util.find_spec("triton") is not None
+        )
 
     def _predict(self, ref: SlotMemory, query: torch.Tensor) -> torch.Tensor:
         cfg = self.config
         positions = query.shape[1]
         context = cfg.context_indices(ref.frame, self.t)
         k = min(cfg.topk, len(context) * positions)
-        long_term, windowed = self._kernels(query)
-        values, cells = long_term(query, ref.features[ref.frame], k)
         slot_tensor = ref.store.features
         frame_in_slot = {slot: frame for frame, slot in ref.held_slots().items()}
         counts = Counter(context[1:])
         multiplicity = [
             counts.get(frame_in_slot.get(s, -1), 0) for s in range(slot_tensor.shape[2])
         ]
-        if counts:
-            local_values, local_cells = windowed(query, slot_tensor, multiplicity, self._windows, k)
-            values = torch.cat([values, local_values], 1)
-            cells = torch.cat([cells, local_cells + positions], 1)  # after the long-term frame
-            values, pick = values.topk(k, dim=1)
-            cells = cells.gather(1, pick)
+        values, cells = self._joint_topk(
+            query, ref.features[ref.frame], slot_tensor, multiplicity, k
+        )
         weights = torch.softmax((values / cfg.temperature).float(), dim=-1)
         empty = torch.zeros_like(ref.labels[ref.frame])
         by_slot = [
@@ -113,21 +120,54 @@ class FastPropagator(OnlinePropagator):
         labels = torch.cat([ref.labels[ref.frame], *by_slot], dim=1)
         return weighted_labels(labels, cells, weights)
 
-    def _kernels(self, query: torch.Tensor):
-        """(long-term top-k, windowed top-k) functions for this query's device and dtype."""
+    def _joint_topk(self, query, reference, slots, multiplicity, k):
+        """Top-k over the long-term frame and the short-term slots: [hw, k] values and cells
+        (long-term cells first, then slot·hw + cell). With `kernel="auto"`, a Triton kernel that
+        fails to build on this GPU is reported once and replaced by the PyTorch path."""
         if self.uses_triton(query):
-            from hvc_runtime.propagation import triton_window  # needs triton: imported on use
-
-            return triton_window.triton_long_term_topk, triton_window.triton_windowed_topk
+            try:
+                return self._merge(
+                    query, *self._triton_topk(query, reference, slots, multiplicity, k), k
+                )
+            except Exception as exc:  # Triton raises its own types for compile failures
+                if self.kernel == "triton":
+                    raise
+                self._triton_failed = True
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                warnings.warn(
+                    f"the fused Triton kernel failed here ({first}); using the PyTorch kernels",
+                    HvcWarning,
+                    stacklevel=2,
+                )
         dtype = self.config.score_dtype(query.dtype)
+        long_term = long_term_topk(query, reference, k, dtype)
+        windowed = (
+            windowed_topk(query, slots, multiplicity, self._windows, k, self.tile_group, dtype)
+            if any(multiplicity)
+            else None
+        )
+        return self._merge(query, long_term, windowed, k)
 
-        def long_term(query, keys, k):
-            return long_term_topk(query, keys, k, dtype)
+    def _triton_topk(self, query, reference, slots, multiplicity, k):
+        from hvc_runtime.propagation import triton_window  # needs triton: imported on use
 
-        def windowed(query, slots, multiplicity, windows, k):
-            return windowed_topk(query, slots, multiplicity, windows, k, self.tile_group, dtype)
-
+        long_term = triton_window.triton_long_term_topk(query, reference, k)
+        if not any(multiplicity):
+            return long_term, None
+        windowed = triton_window.triton_windowed_topk(query, slots, multiplicity, self._windows, k)
         return long_term, windowed
+
+    @staticmethod
+    def _merge(query, long_term, windowed, k):
+        """The joint top-k of the long-term and short-term lists (slot cells after the frame)."""
+        values, cells = long_term
+        if windowed is None:
+            return values, cells
+        local_values, local_cells = windowed
+        values = torch.cat([values, local_values], 1)
+        cells = torch.cat([cells, local_cells + query.shape[1]], 1)
+        values, pick = values.topk(k, dim=1)
+        return values, cells.gather(1, pick)
 
 
 def long_term_topk(
