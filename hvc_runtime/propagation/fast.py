@@ -39,6 +39,7 @@ from hvc_runtime.propagation.window import TileWindows, tile_windows
 _CHUNK_BYTES = 128 * 2**20
 DEFAULT_TILE = 8
 KERNELS = ("auto", "torch", "triton")
+TRITON_INSTALLED = importlib.util.find_spec("triton") is not None  # looked up once, not per frame
 
 
 class FastPropagator(OnlinePropagator):
@@ -90,12 +91,7 @@ class FastPropagator(OnlinePropagator):
         if self.kernel != "auto":
             return self.kernel == "triton"
         fp32_ranking = self.config.score_dtype(query.dtype) == torch.float32
-        return (
-            query.is_cuda
-            and fp32_ranking
-            and not self._triton_failed
-            and importlib.util.find_spec("triton") is not None
-        )
+        return query.is_cuda and fp32_ranking and not self._triton_failed and TRITON_INSTALLED
 
     def _predict(self, ref: SlotMemory, query: torch.Tensor) -> torch.Tensor:
         cfg = self.config
