@@ -12,8 +12,8 @@ import torch.nn.functional as F
 
 from benchmarks.encoders import BASELINE, Variant
 from benchmarks.measure import peak_memory_mb, reset_peak_memory, time_call
-from hvc_runtime.checkpoints import random_encoder
-from hvc_runtime.encoders import feature_size
+from hvc_runtime.encoder.checkpoints import random_encoder
+from hvc_runtime.encoder.network import feature_size
 from hvc_runtime.io.frames import FrameSource, ImageFolderSource
 from hvc_runtime.pipeline import segment_video
 from hvc_runtime.propagation import (

@@ -37,8 +37,8 @@ class Variant:
 def export_and_load(fmt: str, folder: Path, backend_device: torch.device) -> Encode:
     """Export the encoder once per format into `folder`, load it back on `backend_device`."""
     from hvc_export import ExportRequest, export
-    from hvc_runtime.backends import load_backend
-    from hvc_runtime.formats import FORMATS
+    from hvc_runtime.encoder.backends import load_backend
+    from hvc_runtime.encoder.formats import FORMATS
 
     path = folder / f"encoder{FORMATS[fmt].suffix}"
     if not path.exists():
@@ -49,8 +49,8 @@ def export_and_load(fmt: str, folder: Path, backend_device: torch.device) -> Enc
 
 def build_variants(names: list[str], device: torch.device, folder: Path) -> list[Variant]:
     """Instantiate the requested variants on `device`, or say why one cannot run."""
-    from hvc_runtime.backends.torch_module import TorchBackend
-    from hvc_runtime.checkpoints import random_encoder
+    from hvc_runtime.encoder.backends.torch_module import TorchBackend
+    from hvc_runtime.encoder.checkpoints import random_encoder
 
     variants = []
     cuda = device.type == "cuda"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from hvc_runtime.provenance import git_revision, library_versions
+from hvc_runtime.utils.provenance import git_revision, library_versions
 
 
 def describe(device: torch.device) -> dict:

@@ -20,9 +20,9 @@ from benchmarks import cases
 from benchmarks.encoders import ALL, build_variants, export_and_load
 from benchmarks.environment import describe
 from benchmarks.report import markdown, plots, write_json
-from hvc_runtime.devices import resolve_device
+from hvc_runtime.cli.terminal import user_errors
 from hvc_runtime.io.masks import read_mask
-from hvc_runtime.terminal import user_errors
+from hvc_runtime.utils.devices import resolve_device
 
 console = Console(stderr=True)
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -210,7 +210,7 @@ def main(
 
 def agreement_encoders(device, folder: Path) -> dict:
     """The default encoder through every backend that runs on `device`."""
-    from hvc_runtime.checkpoints import random_encoder
+    from hvc_runtime.encoder.checkpoints import random_encoder
 
     encoders = {"torch": random_encoder()}
     formats = {"torchscript": "torchscript", "onnxruntime": "onnx"}

@@ -22,10 +22,10 @@ import torch
 import typer
 from rich.console import Console
 
-from hvc_runtime.checkpoints import random_encoder
-from hvc_runtime.devices import resolve_device
-from hvc_runtime.errors import HvcError
-from hvc_runtime.terminal import user_errors
+from hvc_runtime.cli.terminal import user_errors
+from hvc_runtime.encoder.checkpoints import random_encoder
+from hvc_runtime.utils.devices import resolve_device
+from hvc_runtime.utils.errors import HvcError
 from hvc_train.config import TrainConfig
 from hvc_train.health import STAGES
 from hvc_train.loop import train

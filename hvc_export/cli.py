@@ -10,11 +10,11 @@ import typer
 from hvc_export.exporter import default_artifact_path, export
 from hvc_export.graph import ShapeRange, parse_shape
 from hvc_export.request import ExportRequest
-from hvc_runtime.errors import HvcError
-from hvc_runtime.formats import FORMATS
+from hvc_runtime.cli.terminal import console, user_errors
+from hvc_runtime.encoder.formats import FORMATS
+from hvc_runtime.encoder.precision import EXPORT_PRECISIONS
 from hvc_runtime.io.frames import open_frames
-from hvc_runtime.precision import EXPORT_PRECISIONS
-from hvc_runtime.terminal import console, user_errors
+from hvc_runtime.utils.errors import HvcError
 
 app = typer.Typer(add_completion=False, help="Export the HVC encoder for deployment.")
 FORMAT_HELP = "; ".join(f"{s.name} ({s.suffix}): {s.description}" for s in FORMATS.values())

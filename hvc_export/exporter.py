@@ -2,7 +2,7 @@
 artifact loaded back and passed its parity check (or `force` was asked, which records the failure).
 
 One exporter per format (`EXPORTERS`), keyed like the runtime's format table
-(`hvc_runtime.formats.FORMATS`), which also names the runtime that loads the artifact back.
+(`hvc_runtime.encoder.formats.FORMATS`), which also names the runtime that loads the artifact back.
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ from hvc_export.parity import ParityReport, check_parity
 from hvc_export.request import ExportRequest
 from hvc_export.tensorrt import check_tensorrt_request, export_tensorrt
 from hvc_export.torchscript import export_torchscript
-from hvc_runtime.artifacts import Manifest, manifest_path
-from hvc_runtime.atomic import atomic_path
-from hvc_runtime.checkpoints import load_encoder
-from hvc_runtime.errors import HvcError, OptionError
-from hvc_runtime.formats import FORMATS, format_spec
-from hvc_runtime.precision import EXPORT_PRECISIONS, dtype_of
-from hvc_runtime.provenance import library_versions
+from hvc_runtime.encoder.artifacts import Manifest, manifest_path
+from hvc_runtime.encoder.checkpoints import load_encoder
+from hvc_runtime.encoder.formats import FORMATS, format_spec
+from hvc_runtime.encoder.precision import EXPORT_PRECISIONS, dtype_of
+from hvc_runtime.utils.atomic import atomic_path
+from hvc_runtime.utils.errors import HvcError, OptionError
+from hvc_runtime.utils.provenance import library_versions
 
 # each writes the artifact to a path and returns what it adds to the manifest
 Exporter = Callable[[ExportGraph, ExportRequest, Path], dict]

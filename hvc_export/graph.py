@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from hvc_runtime.encoders import InferenceEncoder
-from hvc_runtime.errors import HvcError
-from hvc_runtime.precision import EXPORT_PRECISIONS, dtype_of
+from hvc_runtime.encoder.network import InferenceEncoder
+from hvc_runtime.encoder.precision import EXPORT_PRECISIONS, dtype_of
+from hvc_runtime.utils.errors import HvcError
 
 
 class ExportGraph(nn.Module):

@@ -10,7 +10,7 @@ import torch
 
 from hvc_export.graph import ExportGraph
 from hvc_export.request import ExportRequest
-from hvc_runtime.optional import require
+from hvc_runtime.utils.optional import require
 
 OPSET = 18
 INPUT, OUTPUT = "frames", "features"

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hvc_runtime.encoders import InferenceEncoder
+from hvc_runtime.encoder.network import InferenceEncoder
 from hvc_runtime.segmenter import Segmenter
 
 TOLERANCES = {

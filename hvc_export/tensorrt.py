@@ -15,8 +15,8 @@ import torch
 from hvc_export.graph import ExportGraph, ShapeRange
 from hvc_export.onnx import INPUT, export_onnx
 from hvc_export.request import ExportRequest
-from hvc_runtime.errors import HvcError
-from hvc_runtime.optional import require
+from hvc_runtime.utils.errors import HvcError
+from hvc_runtime.utils.optional import require
 
 INSTALL_HINT = (
     "TensorRT is not installed: install the 'trt' extra (pip install 'hvc[trt]') on a machine "

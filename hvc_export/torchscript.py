@@ -9,7 +9,7 @@ import torch
 
 from hvc_export.graph import ExportGraph
 from hvc_export.request import ExportRequest
-from hvc_runtime.backends.torchscript import quiet_jit
+from hvc_runtime.encoder.backends.torchscript import quiet_jit
 
 
 def export_torchscript(graph: ExportGraph, request: ExportRequest, path: Path) -> dict:

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from hvc_runtime.errors import HvcError
-from hvc_runtime.interrupts import Interrupted
 from hvc_runtime.io.frames import FrameSource
 from hvc_runtime.io.prefetch import prefetch
 from hvc_runtime.io.writers import BackgroundWorker, MaskFolderWriter, OverlayVideoWriter
 from hvc_runtime.segmenter import Segmenter
+from hvc_runtime.utils.errors import HvcError
+from hvc_runtime.utils.interrupts import Interrupted
 
 ProgressCallback = Callable[[int], None]
 MASK_WRITER_THREADS = min(4, os.cpu_count() or 1)

@@ -20,15 +20,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hvc_runtime.backends import EncoderBackend
-from hvc_runtime.backends.torch_module import TorchBackend
-from hvc_runtime.devices import resolve_device
-from hvc_runtime.encoder_loading import LoadedBackend, load_encoder_backend
-from hvc_runtime.encoders import InferenceEncoder
-from hvc_runtime.errors import HvcWarning, OptionError
+from hvc_runtime.encoder.backends import EncoderBackend
+from hvc_runtime.encoder.backends.torch_module import TorchBackend
+from hvc_runtime.encoder.loading import LoadedBackend, load_encoder_backend
+from hvc_runtime.encoder.network import InferenceEncoder
+from hvc_runtime.encoder.precision import Precision, dtype_of
 from hvc_runtime.io.frames import Frame
-from hvc_runtime.precision import Precision, dtype_of
 from hvc_runtime.propagation import PROPAGATORS, PropagationConfig
+from hvc_runtime.utils.devices import resolve_device
+from hvc_runtime.utils.errors import HvcWarning, OptionError
 
 _CHANNEL_GROUP = 16  # channels resampled at once, so 255 objects at 1080p stay within memory
 MIN_SHORT_SIDE = 8

@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 
-from hvc_runtime.atomic import atomic_path
-from hvc_runtime.errors import HvcError
+from hvc_runtime.utils.atomic import atomic_path
+from hvc_runtime.utils.errors import HvcError
 
 FORMAT_VERSION = 1
 ARCHITECTURE = "hvc-resnet18-s8-layer4"

@@ -13,8 +13,8 @@ from typing import Annotated
 
 import typer
 
-from hvc_runtime.interrupts import Interrupted
-from hvc_runtime.terminal import console, user_errors
+from hvc_runtime.cli.terminal import console, user_errors
+from hvc_runtime.utils.interrupts import Interrupted
 from hvc_train.config import RECIPE_KEY, TrainConfig, load_config, saved_config
 from hvc_train.loop import train
 from hvc_train.recipes import RECIPES

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hvc_runtime.errors import HvcError, OptionError
+from hvc_runtime.utils.errors import HvcError, OptionError
 
 
 @dataclass

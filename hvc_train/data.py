@@ -18,8 +18,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset, Sampler
 
-from hvc_runtime.errors import HvcError
 from hvc_runtime.io.frames import IMAGE_SUFFIXES
+from hvc_runtime.utils.errors import HvcError
 from hvc_train.augment import recolour
 from hvc_train.crops import crop_pair
 

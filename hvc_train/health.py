@@ -31,9 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hvc_runtime.encoders import StrideEightResNet
-from hvc_runtime.errors import HvcError
+from hvc_runtime.encoder.network import StrideEightResNet
 from hvc_runtime.io.frames import read_rgb_image
+from hvc_runtime.utils.errors import HvcError
 
 STAGES = ("layer1", "layer2", "layer3")
 

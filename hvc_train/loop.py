@@ -12,16 +12,16 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from hvc_runtime.devices import resolve_device
-from hvc_runtime.distributed import (
+from hvc_runtime.utils.devices import resolve_device
+from hvc_runtime.utils.distributed import (
     DistContext,
     init_from_env,
     rank_device,
     run_on_main,
     shutdown,
 )
-from hvc_runtime.errors import HvcError, HvcWarning
-from hvc_runtime.interrupts import Interrupted, StopRequest, graceful_stop
+from hvc_runtime.utils.errors import HvcError, HvcWarning
+from hvc_runtime.utils.interrupts import Interrupted, StopRequest, graceful_stop
 from hvc_train.config import TrainConfig, save_config
 from hvc_train.data import (
     BatchStream,

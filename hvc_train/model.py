@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hvc_runtime.encoders import StrideEightResNet
+from hvc_runtime.encoder.network import StrideEightResNet
 from hvc_train.loss import LossTerms, hvc_loss
 
 

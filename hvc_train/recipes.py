@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hvc_runtime.errors import OptionError
+from hvc_runtime.utils.errors import OptionError
 
 # The official code's values for every key the project's default may change (method
 # description §2): CIFAR-10 statistics, crop area U(0, 1), no colour augmentation, constant

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from hvc_runtime.errors import HvcWarning
-from hvc_runtime.terminal import console
+from hvc_runtime.cli.terminal import console
+from hvc_runtime.utils.errors import HvcWarning
 from hvc_train.health import HealthFigures
 
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from hvc_runtime.errors import FlagNamer, HvcError
+from hvc_runtime.utils.errors import FlagNamer, HvcError
 
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.json"

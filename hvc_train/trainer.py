@@ -10,10 +10,10 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from hvc_runtime.checkpoints import CheckpointHeader, save_encoder
-from hvc_runtime.distributed import DistContext
-from hvc_runtime.encoders import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
-from hvc_runtime.provenance import git_revision
+from hvc_runtime.encoder.checkpoints import CheckpointHeader, save_encoder
+from hvc_runtime.encoder.network import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
+from hvc_runtime.utils.distributed import DistContext
+from hvc_runtime.utils.provenance import git_revision
 from hvc_train.checkpointing import load_checkpoint, save_checkpoint
 from hvc_train.config import TrainConfig
 from hvc_train.health import HealthFigures, measure, spatial_convs

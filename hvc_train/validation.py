@@ -17,11 +17,11 @@ from hvc_runtime.davis.dataset import DavisDataset
 from hvc_runtime.davis.evaluation import evaluate
 from hvc_runtime.davis.metrics import jaccard
 from hvc_runtime.davis.propagate import propagate_sequence
-from hvc_runtime.encoders import InferenceEncoder, StrideEightResNet
-from hvc_runtime.errors import HvcError
+from hvc_runtime.encoder.network import InferenceEncoder, StrideEightResNet
 from hvc_runtime.io.frames import frame_files, read_rgb_image
 from hvc_runtime.io.masks import read_mask
 from hvc_runtime.segmenter import Segmenter
+from hvc_runtime.utils.errors import HvcError
 
 CLIP_SEQUENCES = 3  # the first sequences of the split
 CLIP_FRAMES = 16  # the first frames of each; frame 0 gives the mask, 1..15 are scored

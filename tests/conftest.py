@@ -13,7 +13,7 @@ if not Path("/dev/nvidiactl").exists():
 import numpy as np
 import pytest
 
-from hvc_runtime.checkpoints import random_encoder
+from hvc_runtime.encoder.checkpoints import random_encoder
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DAVIS2016 = SHARED_DATA / "davis2016"

@@ -11,9 +11,9 @@ import pytest
 
 from hvc_export.exporter import ExportRequest, export
 from hvc_export.graph import ShapeRange
-from hvc_runtime.backends import load_backend
-from hvc_runtime.backends.torch_module import TorchBackend
-from hvc_runtime.checkpoints import load_encoder
+from hvc_runtime.encoder.backends import load_backend
+from hvc_runtime.encoder.backends.torch_module import TorchBackend
+from hvc_runtime.encoder.checkpoints import load_encoder
 from hvc_runtime.io.frames import ImageFolderSource
 from hvc_runtime.io.masks import read_mask
 from hvc_runtime.segmenter import Segmenter

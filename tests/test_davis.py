@@ -11,8 +11,8 @@ from PIL import Image
 from hvc_runtime.davis.dataset import DavisDataset
 from hvc_runtime.davis.evaluation import evaluate
 from hvc_runtime.davis.metrics import boundary_f, jaccard, statistics
-from hvc_runtime.errors import HvcError
 from hvc_runtime.io.masks import read_mask, write_palette_png
+from hvc_runtime.utils.errors import HvcError
 from tests.conftest import DAVIS2016
 
 VAL = ["blackswan", "bmx-trees", "car-shadow", "dance-twirl", "soapbox"]

@@ -10,16 +10,16 @@ import torch
 from safetensors.torch import save_file
 from torchvision.models import resnet18, resnet50
 
-from hvc_runtime.backends.torchscript import quiet_jit
-from hvc_runtime.checkpoints import (
+from hvc_runtime.encoder.backends.torchscript import quiet_jit
+from hvc_runtime.encoder.checkpoints import (
     FORMAT_VERSION,
     HEADER_KEY,
     CheckpointHeader,
     load_encoder,
     save_encoder,
 )
-from hvc_runtime.encoders import StrideEightResNet, feature_size
-from hvc_runtime.errors import HvcError
+from hvc_runtime.encoder.network import StrideEightResNet, feature_size
+from hvc_runtime.utils.errors import HvcError
 
 
 def official_r18_state(seed: int = 1) -> dict[str, torch.Tensor]:

@@ -15,13 +15,13 @@ from hvc_export.cli import app as export_app
 from hvc_export.exporter import ExportRequest, export
 from hvc_export.graph import ExportGraph, ShapeRange
 from hvc_export.parity import check_parity
-from hvc_runtime.artifacts import INPUT_CONTRACT, manifest_path, read_manifest
-from hvc_runtime.backends import load_backend
-from hvc_runtime.backends.torchscript import quiet_jit
-from hvc_runtime.checkpoints import CheckpointHeader, load_encoder, save_encoder
 from hvc_runtime.cli import run_app
-from hvc_runtime.errors import HvcError
+from hvc_runtime.encoder.artifacts import INPUT_CONTRACT, manifest_path, read_manifest
+from hvc_runtime.encoder.backends import load_backend
+from hvc_runtime.encoder.backends.torchscript import quiet_jit
+from hvc_runtime.encoder.checkpoints import CheckpointHeader, load_encoder, save_encoder
 from hvc_runtime.io.masks import read_mask
+from hvc_runtime.utils.errors import HvcError
 from tests.conftest import smooth_texture
 
 SMALL = ShapeRange((64, 64), (128, 160), (256, 320))

@@ -24,11 +24,11 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from hvc_export.cli import app as export_app
-from hvc_runtime.atomic import file_mode
-from hvc_runtime.checkpoints import CheckpointHeader, random_encoder, save_encoder
 from hvc_runtime.cli import eval_app, run_app
-from hvc_runtime.errors import HvcError, HvcWarning
+from hvc_runtime.encoder.checkpoints import CheckpointHeader, random_encoder, save_encoder
 from hvc_runtime.io.masks import read_mask, write_palette_png
+from hvc_runtime.utils.atomic import file_mode
+from hvc_runtime.utils.errors import HvcError, HvcWarning
 from tests.conftest import panning_clip, smooth_texture, write_video
 from tests.test_cli import assert_one_line_error, run_cli
 
@@ -317,7 +317,7 @@ def test_disk_full_while_writing_the_overlay(clip, tmp_path, monkeypatch, failur
     ],
 )
 def test_out_of_memory_says_how_much_and_suggests_a_size(clip, tmp_path, monkeypatch, message):
-    from hvc_runtime.backends.torch_module import TorchBackend
+    from hvc_runtime.encoder.backends.torch_module import TorchBackend
 
     def exhausted(self, frames):
         raise torch.OutOfMemoryError(message) if "CUDA" in message else RuntimeError(message)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from hvc_runtime.propagation import DensePropagator, FastPropagator, PropagationConfig
-from hvc_runtime.propagation.fast import expand_multiplicity
+from hvc_runtime.propagation.ranking import expand_multiplicity
 from hvc_runtime.propagation.window import within_radius
 
 
@@ -148,7 +148,7 @@ def test_radius_test_matches_float64_square_roots(radius):
 def test_a_triton_kernel_that_fails_to_build_falls_back_once(monkeypatch):
     """With kernel="auto", a GPU on which the fused kernel cannot compile gets the PyTorch
     kernels (and one warning), not a failed video; kernel="triton" reports the failure."""
-    from hvc_runtime.errors import HvcWarning
+    from hvc_runtime.utils.errors import HvcWarning
 
     def unbuildable(self, *args):
         raise RuntimeError("PTX was compiled with an unsupported toolchain")

@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from hvc_runtime.checkpoints import load_encoder, random_encoder
-from hvc_runtime.encoders import IMAGENET_MEAN, IMAGENET_STD
-from hvc_runtime.errors import HvcWarning
+from hvc_runtime.encoder.checkpoints import load_encoder, random_encoder
+from hvc_runtime.encoder.network import IMAGENET_MEAN, IMAGENET_STD
+from hvc_runtime.utils.errors import HvcWarning
 from hvc_train import loop
 from hvc_train.config import TrainConfig
 from hvc_train.data import index_videos

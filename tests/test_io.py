@@ -9,7 +9,6 @@ import pytest
 import torch
 from PIL import Image
 
-from hvc_runtime.errors import HvcError
 from hvc_runtime.io.frames import ImageFolderSource, VideoFileSource, open_frames
 from hvc_runtime.io.masks import davis_palette, read_mask, write_palette_png
 from hvc_runtime.io.prefetch import (
@@ -19,6 +18,7 @@ from hvc_runtime.io.prefetch import (
     quiet_torchvision_io,
 )
 from hvc_runtime.io.writers import BackgroundWorker, MaskFolderWriter, OverlayVideoWriter
+from hvc_runtime.utils.errors import HvcError
 from tests.conftest import DAVIS2016, SHARED_DATA, smooth_texture, write_video
 
 

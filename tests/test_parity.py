@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hvc_runtime.checkpoints import load_encoder
+from hvc_runtime.encoder.checkpoints import load_encoder
 from hvc_runtime.io.frames import ImageFolderSource
 from hvc_runtime.io.masks import read_mask
 from hvc_runtime.segmenter import Segmenter

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hvc_runtime.checkpoints import CheckpointHeader, random_encoder, save_encoder
+from hvc_runtime.encoder.checkpoints import CheckpointHeader, random_encoder, save_encoder
 from tests.conftest import panning_clip
 
 README = Path(__file__).resolve().parents[1] / "README.md"

@@ -14,8 +14,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from hvc_runtime.cli import run_app
-from hvc_runtime.errors import HvcError
 from hvc_runtime.io.masks import write_palette_png
+from hvc_runtime.utils.errors import HvcError
 from hvc_train.checkpointing import load_checkpoint, save_checkpoint
 from hvc_train.config import TrainConfig, load_config
 from hvc_train.crops import cell_centres, crop_pair

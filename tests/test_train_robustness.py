@@ -9,7 +9,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from hvc_runtime.errors import HvcError
+from hvc_runtime.utils.errors import HvcError
 from hvc_train.cli import app
 from hvc_train.config import TrainConfig
 from hvc_train.loop import train

@@ -7,11 +7,11 @@ import pytest
 import torch
 from PIL import Image
 
-from hvc_runtime.checkpoints import load_encoder, random_encoder
 from hvc_runtime.davis.dataset import DavisDataset
 from hvc_runtime.davis.evaluation import evaluate
 from hvc_runtime.davis.propagate import propagate_sequence
-from hvc_runtime.encoders import InferenceEncoder
+from hvc_runtime.encoder.checkpoints import load_encoder, random_encoder
+from hvc_runtime.encoder.network import InferenceEncoder
 from hvc_runtime.segmenter import Segmenter
 from hvc_train.config import TrainConfig
 from hvc_train.loop import train

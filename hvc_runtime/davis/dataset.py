@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from hvc_runtime.errors import HvcError
+from hvc_runtime.utils.errors import HvcError
 
 MASK_SUFFIX = ".png"
 

@@ -16,8 +16,8 @@ import numpy as np
 
 from hvc_runtime.davis.dataset import DavisDataset
 from hvc_runtime.davis.metrics import boundary_f, jaccard, statistics
-from hvc_runtime.errors import HvcError
 from hvc_runtime.io.masks import read_mask
+from hvc_runtime.utils.errors import HvcError
 
 VOID_ID = 255
 GLOBAL_COLUMNS = ["J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay"]

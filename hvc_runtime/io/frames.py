@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from hvc_runtime.errors import HvcError, HvcWarning
+from hvc_runtime.utils.errors import HvcError, HvcWarning
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 DEFAULT_FPS = 24.0

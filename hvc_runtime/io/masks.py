@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from hvc_runtime.errors import HvcError
+from hvc_runtime.utils.errors import HvcError
 
 
 @functools.cache

@@ -19,8 +19,8 @@ from dataclasses import replace
 import torch
 from torchvision.io import ImageReadMode, decode_jpeg, read_file
 
-from hvc_runtime.errors import HvcError
 from hvc_runtime.io.frames import Frame, FrameSource, ImageFolderSource
+from hvc_runtime.utils.errors import HvcError
 
 _END = object()
 JPEG_SUFFIXES = {".jpg", ".jpeg"}

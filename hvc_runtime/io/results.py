@@ -14,9 +14,9 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
-from hvc_runtime.atomic import atomic_path
-from hvc_runtime.errors import HvcError
-from hvc_runtime.interrupts import deferred
+from hvc_runtime.utils.atomic import atomic_path
+from hvc_runtime.utils.errors import HvcError
+from hvc_runtime.utils.interrupts import deferred
 
 TOOL = "hvc-run"
 SUMMARY = "summary.json"

@@ -17,8 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from hvc_runtime.errors import HvcError
 from hvc_runtime.io.masks import davis_palette, write_palette_png
+from hvc_runtime.utils.errors import HvcError
 
 _STOP = object()
 

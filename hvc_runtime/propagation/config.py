@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from hvc_runtime.errors import OptionError
+from hvc_runtime.utils.errors import OptionError
 
 
 def _setting(default: object, help: str) -> object:

@@ -29,12 +29,13 @@ from collections import Counter
 import torch
 import torch.nn.functional as F
 
-from hvc_runtime.errors import HvcWarning, OptionError
 from hvc_runtime.propagation.config import PropagationConfig
 from hvc_runtime.propagation.numerics import score_matmul
 from hvc_runtime.propagation.online import OnlinePropagator
+from hvc_runtime.propagation.ranking import expand_multiplicity
 from hvc_runtime.propagation.slots import SlotMemory, SlotStore
 from hvc_runtime.propagation.window import TileWindows, tile_windows
+from hvc_runtime.utils.errors import HvcWarning, OptionError
 
 _CHUNK_BYTES = 128 * 2**20
 DEFAULT_TILE = 8
@@ -287,18 +288,6 @@ def _tile_scores(
     for a0, a1, q0, q1 in windows.row_bands:
         scores[0, a0:a1, :, q0:q1] = score_matmul(keys[a0:a1], queries[:, q0:q1], dtype)
     return scores
-
-
-def expand_multiplicity(
-    values: torch.Tensor, flat: torch.Tensor, multiplicity: torch.Tensor, k: int
-):
-    """Repeat each sorted candidate by its multiplicity and keep the first k ([hw, k'] each)."""
-    ends = multiplicity.cumsum(1)  # candidate i covers ranks [ends[i-1], ends[i])
-    rank = torch.arange(k, device=values.device).expand(values.shape[0], -1).contiguous()
-    source = torch.searchsorted(ends, rank, right=True)
-    beyond = source >= values.shape[1]
-    source = source.clamp(max=values.shape[1] - 1)
-    return values.gather(1, source).masked_fill(beyond, float("-inf")), flat.gather(1, source)
 
 
 def weighted_labels(labels: torch.Tensor, flat: torch.Tensor, weights: torch.Tensor):

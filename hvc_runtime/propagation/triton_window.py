@@ -27,7 +27,7 @@ import torch
 import triton
 import triton.language as tl
 
-from hvc_runtime.propagation.fast import expand_multiplicity
+from hvc_runtime.propagation.ranking import expand_multiplicity
 from hvc_runtime.propagation.window import TileWindows
 
 _KEYS_PER_CHUNK = 64  # BK: key cells scored per step

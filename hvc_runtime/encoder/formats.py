@@ -1,6 +1,6 @@
 """The one table of export formats: what each is called, its file suffix, which runtime runs it.
 
-Export (`hvc_export`), artifact loading (`hvc_runtime.backends.load_backend`) and the command
+Export (`hvc_export`), artifact loading (`hvc_runtime.encoder.backends.load_backend`) and the command
 lines all read this table; adding a format means adding a row here and its exporter there.
 Runtimes are named as import paths and imported only when used: their packages are optional.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
-from hvc_runtime.errors import OptionError
+from hvc_runtime.utils.errors import OptionError
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ FORMATS: dict[str, FormatSpec] = {
             ".pt",
             "torchscript",
             False,
-            "hvc_runtime.backends.torchscript:TorchScriptBackend",
+            "hvc_runtime.encoder.backends.torchscript:TorchScriptBackend",
             "traced TorchScript, loads with plain torch.jit.load",
         ),
         FormatSpec(
@@ -43,7 +43,7 @@ FORMATS: dict[str, FormatSpec] = {
             ".onnx",
             "onnxruntime",
             False,
-            "hvc_runtime.backends.onnxruntime:OnnxRuntimeBackend",
+            "hvc_runtime.encoder.backends.onnxruntime:OnnxRuntimeBackend",
             "ONNX opset 18, run by ONNX Runtime (CPU or CUDA)",
         ),
         FormatSpec(
@@ -51,7 +51,7 @@ FORMATS: dict[str, FormatSpec] = {
             ".engine",
             "tensorrt",
             True,
-            "hvc_runtime.backends.tensorrt:TensorRTBackend",
+            "hvc_runtime.encoder.backends.tensorrt:TensorRTBackend",
             "TensorRT engine built from the ONNX graph for one GPU",
         ),
     )

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import torch
 
-from hvc_runtime.encoders import InferenceEncoder
-from hvc_runtime.errors import OptionError
-from hvc_runtime.precision import DTYPES
+from hvc_runtime.encoder.network import InferenceEncoder
+from hvc_runtime.encoder.precision import DTYPES
+from hvc_runtime.utils.errors import OptionError
 
 GRAPH_WARMUP = 3  # eager calls on a side stream before capture (cuDNN picks its algorithms)
 

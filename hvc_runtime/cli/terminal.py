@@ -1,4 +1,4 @@
-"""What the command lines share: a stderr console and the one-line error rule.
+"""What the command lines share: a stderr console, progress bars and the one-line error rule.
 
 Every user-facing failure is an `HvcError`; inside `user_errors()` it is printed as one
 `error: <file>: <problem>` line and the command exits with status 1. SIGINT and SIGTERM
@@ -8,15 +8,16 @@ Every user-facing failure is an `HvcError`; inside `user_errors()` it is printed
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from hvc_runtime.errors import HvcError, HvcWarning
-from hvc_runtime.interrupts import Interrupted, interrupts_raise
+from hvc_runtime.utils.errors import HvcError, HvcWarning
+from hvc_runtime.utils.interrupts import Interrupted, interrupts_raise
 
 console = Console(stderr=True, soft_wrap=True)  # progress and messages; may be made quiet
 _errors = Console(stderr=True, soft_wrap=True)  # never quiet: every process reports its error
@@ -64,3 +65,17 @@ def user_errors(flags: Mapping[str, str] | None = None) -> Iterator[None]:
             f"[bold yellow]interrupted[/] ({stop.signal_name}): {escape(detail)}", highlight=False
         )
         raise typer.Exit(stop.exit_code) from None
+
+
+@contextmanager
+def progress(description: str, total: int | None) -> Iterator[Callable[[int], None]]:
+    """A bar of `total` steps (unknown if None); yields the callback that sets how many are done."""
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(description, total=total or None)
+        yield lambda done: progress.update(task, completed=done)

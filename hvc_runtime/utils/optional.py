@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from hvc_runtime.errors import HvcError
+from hvc_runtime.utils.errors import HvcError
 
 
 def require(module: str, hint: str) -> ModuleType:

@@ -16,8 +16,13 @@ from collections.abc import Callable, Mapping
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
-from hvc_runtime.terminal import user_errors
+from hvc_runtime.cli.terminal import console, user_errors
+from hvc_runtime.encoder.backends import TORCH_BACKENDS
+from hvc_runtime.encoder.formats import FORMATS
+from hvc_runtime.propagation import PropagationConfig
+from hvc_runtime.segmenter import Segmenter
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,3 +94,48 @@ def api_command(
         return wrapper
 
     return decorate
+
+
+FLAGS = {"context_size": "--context", "short_side": "--size"}
+SEGMENTER = OptionGroup(
+    Segmenter.from_checkpoint,
+    help={
+        "checkpoint": "Encoder: hvc .safetensors, official .pth, or an hvc-export artifact "
+        "(default: the default encoder).",
+        "device": "auto, cpu, cuda, cuda:N or mps.",
+        "precision": "fp32, fp16 or bf16 (features and affinities).",
+        "backend": f"Encoder runtime: auto, {', '.join(TORCH_BACKENDS)} (checkpoints), or "
+        f"{', '.join(spec.runtime for spec in FORMATS.values())} (exported artifacts; auto "
+        "reads the artifact's manifest).",
+        "mode": "Propagation: fast (local windows) or reference (dense official layout); "
+        "same masks.",
+        "kernel": "Scoring kernel of the fast mode: auto (Triton on CUDA), torch or triton.",
+        "gpu_decode": "Decode JPEG frame folders on the GPU (nvJPEG; its pixels differ slightly "
+        "from PIL's: turn it off to compare with CPU or official runs exactly).",
+        "short_side": "Resize frames so the short side is SIZE before encoding (default: native).",
+        "moco": "Official MoCo-v1 ResNet-50 .pth to fuse (1280-d features, λ=1.05).",
+        "official_bn_drift": "Replay the official loader's train-mode dummy forward, which "
+        "shifts BatchNorm statistics (an official bug; needed to reproduce official masks).",
+    },
+    skip=frozenset({"config"}),
+)
+PROPAGATION = OptionGroup(PropagationConfig, build=lambda values: PropagationConfig(**values))
+
+
+def build_segmenter(options: dict, config: PropagationConfig) -> Segmenter:
+    """`Segmenter.from_checkpoint` with the options, saying which encoder it loaded."""
+    segmenter = Segmenter.from_checkpoint(config=config, **options)
+    source = segmenter.source
+    style = (
+        ""
+        if source.trusted
+        else "[yellow]warning:[/] " + (f"{source.caveat}, " if source.caveat else "")
+    )
+    console.print(f"{style}encoder: {escape(source.description)}", highlight=False)
+    console.print(
+        f"device: {segmenter.device}, precision: {segmenter.precision}, "
+        f"size: {segmenter.short_side or 'native'}, mode: {segmenter.mode}",
+        highlight=False,
+        markup=False,
+    )
+    return segmenter

@@ -19,15 +19,15 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from hvc_runtime.atomic import atomic_path
-from hvc_runtime.encoders import (
+from hvc_runtime.encoder.formats import ARTIFACT_SUFFIXES
+from hvc_runtime.encoder.network import (
     MOCO_FUSION_WEIGHT,
     InferenceEncoder,
     Normalization,
     StrideEightResNet,
 )
-from hvc_runtime.errors import HvcError
-from hvc_runtime.formats import ARTIFACT_SUFFIXES
+from hvc_runtime.utils.atomic import atomic_path
+from hvc_runtime.utils.errors import HvcError
 
 FORMAT_VERSION = 1
 HEADER_KEY = "hvc"

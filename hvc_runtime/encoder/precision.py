@@ -7,7 +7,7 @@ from typing import Literal
 
 import torch
 
-from hvc_runtime.errors import OptionError
+from hvc_runtime.utils.errors import OptionError
 
 Precision = Literal["fp32", "fp16", "bf16"]
 DTYPES: dict[str, torch.dtype] = {

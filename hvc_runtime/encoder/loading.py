@@ -8,12 +8,12 @@ from pathlib import Path
 
 import torch
 
-from hvc_runtime.artifacts import manifest_path
-from hvc_runtime.backends import TORCH_BACKENDS, EncoderBackend, check_backend, load_backend
-from hvc_runtime.backends.torch_module import TorchBackend
-from hvc_runtime.checkpoints import load_encoder
-from hvc_runtime.errors import HvcError, OptionError
-from hvc_runtime.formats import FORMATS
+from hvc_runtime.encoder.artifacts import manifest_path
+from hvc_runtime.encoder.backends import TORCH_BACKENDS, EncoderBackend, check_backend, load_backend
+from hvc_runtime.encoder.backends.torch_module import TorchBackend
+from hvc_runtime.encoder.checkpoints import load_encoder
+from hvc_runtime.encoder.formats import FORMATS
+from hvc_runtime.utils.errors import HvcError, OptionError
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 
-from hvc_runtime.artifacts import Manifest
-from hvc_runtime.errors import HvcError
+from hvc_runtime.encoder.artifacts import Manifest
+from hvc_runtime.utils.errors import HvcError
 
 
 @contextmanager

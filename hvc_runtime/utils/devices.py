@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from hvc_runtime.errors import OptionError
+from hvc_runtime.utils.errors import OptionError
 
 
 def resolve_device(name: str | torch.device) -> torch.device:

@@ -12,7 +12,7 @@ from typing import TypeVar
 import torch
 import torch.distributed as dist
 
-from hvc_runtime.errors import HvcError
+from hvc_runtime.utils.errors import HvcError
 
 T = TypeVar("T")
 

@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hvc_runtime.errors import HvcError
-from hvc_runtime.formats import FORMATS
+from hvc_runtime.encoder.formats import FORMATS
+from hvc_runtime.utils.errors import HvcError
 
 MANIFEST_VERSION = 1
 INPUT_CONTRACT = {

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hvc_runtime.artifacts import Manifest
-from hvc_runtime.errors import HvcError
-from hvc_runtime.optional import require
+from hvc_runtime.encoder.artifacts import Manifest
+from hvc_runtime.utils.errors import HvcError
+from hvc_runtime.utils.optional import require
 
 
 class OnnxRuntimeBackend:

@@ -10,9 +10,9 @@ from typing import Protocol
 
 import torch
 
-from hvc_runtime.artifacts import Manifest, read_manifest
-from hvc_runtime.errors import HvcError, OptionError
-from hvc_runtime.formats import FORMATS
+from hvc_runtime.encoder.artifacts import Manifest, read_manifest
+from hvc_runtime.encoder.formats import FORMATS
+from hvc_runtime.utils.errors import HvcError, OptionError
 
 # backend names: PyTorch runs a checkpoint; the others run an exported artifact
 TORCH_BACKENDS = ("torch", "torch-compile", "torch-cudagraphs")
