@@ -229,6 +229,32 @@ def _topk_kernel(
 _INTERPRETED = not isinstance(_topk_kernel, triton.runtime.JITFunction)
 
 
+def _interpreter_loop_bounds_from_scalars() -> None:
+    """Let loops whose bounds are kernel scalars run in Triton's interpreter before 3.8.
+
+    The interpreter holds a scalar as a one-element array and, before 3.8 (3.6 seen), turns it
+    into a `range` bound with `int(array)`, which NumPy 2.4 rejects ("only 0-dimensional arrays
+    can be converted to Python scalars"); 3.8 squeezes first. Compiled kernels never take this
+    path (their loops are scf.for with device bounds), so only interpreted runs are patched."""
+    from triton.runtime import interpreter
+
+    version = tuple(int(part) for part in triton.__version__.split(".")[:2])
+    if version >= (3, 8) or getattr(interpreter._patch_lang_tensor, "squeezes", False):
+        return
+    patch_tensor = interpreter._patch_lang_tensor
+
+    def squeezing(tensor, scope) -> None:
+        patch_tensor(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.item()))
+
+    squeezing.squeezes = True
+    interpreter._patch_lang_tensor = squeezing
+
+
+if _INTERPRETED:
+    _interpreter_loop_bounds_from_scalars()
+
+
 def triton_windowed_topk(
     query: torch.Tensor,
     slots: torch.Tensor,
