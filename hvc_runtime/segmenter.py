@@ -22,7 +22,7 @@ from torch import nn
 
 from hvc_runtime.backends import EncoderBackend
 from hvc_runtime.backends.torch_module import TorchBackend
-from hvc_runtime.devices import resolve_device
+from hvc_runtime.devices import device_ints, resolve_device
 from hvc_runtime.encoder_loading import LoadedBackend, load_encoder_backend
 from hvc_runtime.encoders import InferenceEncoder
 from hvc_runtime.errors import HvcWarning, OptionError
@@ -260,5 +260,5 @@ class Segmenter:
                 better = value > best_value
                 best_value = torch.where(better, value, best_value)
                 best_channel = torch.where(better, channel, best_channel)
-        lookup = torch.tensor(self._ids, dtype=torch.uint8, device=labels.device)
+        lookup = device_ints(tuple(self._ids), torch.uint8, labels.device)  # no per-frame upload
         return lookup[best_channel]

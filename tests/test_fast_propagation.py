@@ -9,8 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from hvc_runtime.propagation import DensePropagator, FastPropagator, PropagationConfig
-from hvc_runtime.propagation.fast import expand_multiplicity
-from hvc_runtime.propagation.window import within_radius
+from hvc_runtime.propagation.window import expand_multiplicity, within_radius
 
 
 def drifting_features(frames, dim, height, width, seed, dtype=torch.float32):

@@ -31,7 +31,8 @@ from hvc_runtime.propagation import DensePropagator, FastPropagator, Propagation
 from hvc_runtime.propagation.fast import long_term_topk, windowed_topk
 from hvc_runtime.propagation.slots import SlotStore
 from hvc_runtime.propagation.triton_window import (
-    disk_bound,
+    _frame_groups,
+    _long_term_tile,
     triton_long_term_topk,
     triton_windowed_topk,
     unique_windowed_topk,
@@ -165,7 +166,7 @@ def test_long_term_matches_long_term_topk(dtype, dim, positions, k, flat):
     generator = torch.Generator().manual_seed(dim)
     query = unit_features(dim, positions, generator, dtype)
     keys = unit_features(dim, positions, generator, dtype, flat)
-    values, cells = triton_long_term_topk(query, keys, k)
+    values, cells = triton_long_term_topk(query, keys.T.contiguous(), k)
     expected, _ = long_term_topk(query.float(), keys.float(), k)
     everywhere = torch.ones(positions, positions, dtype=torch.bool, device=DEVICE)
     assert_valid_picks(values, cells, query, keys.T, everywhere, expected)
@@ -173,10 +174,19 @@ def test_long_term_matches_long_term_topk(dtype, dim, positions, k, flat):
 
 @pytest.mark.parametrize("radius", [0.5, 1.0, 2.5, 3.0, 30.0])
 def test_disk_bound_selects_the_radius_pairs_inside_the_grid(radius):
-    bound = disk_bound(tile_windows(9, 13, radius, 4, DEVICE)).item()
+    bound = tile_windows(9, 13, radius, 4, DEVICE).disk_bound.item()
     offsets = torch.arange(-12, 13)
     squares = (offsets[:, None] ** 2 + offsets[None, :] ** 2)[4:-4].flatten()  # |dy| ≤ 8
     assert torch.equal(squares <= bound, squares <= _largest_square_inside(radius))
+
+
+def test_launches_fill_one_wave_without_a_tail():
+    """An H100 (132 SMs) at 480p: 112 tiles of 8×8 and 6,480 long-term queries."""
+    assert _frame_groups(132 * 2, 112, 50) == 2  # fp16: two programs per SM
+    assert _frame_groups(132, 112, 50) == 1  # fp32: 1 program per SM, 2 groups = 2 waves
+    assert _frame_groups(132 * 2, 112, 1) == 1 and _frame_groups(1, 112, 50) == 1
+    assert _long_term_tile(132 * 2, 6480) == 32  # 203 programs of 32 fill one wave
+    assert _long_term_tile(132, 6480) == 64  # 101 of 64: as fast as two waves of 32
 
 
 def test_fast_propagator_with_the_kernels_equals_the_reference():

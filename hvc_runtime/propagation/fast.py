@@ -29,12 +29,13 @@ from collections import Counter
 import torch
 import torch.nn.functional as F
 
+from hvc_runtime.devices import device_ints
 from hvc_runtime.errors import HvcWarning, OptionError
 from hvc_runtime.propagation.config import PropagationConfig
 from hvc_runtime.propagation.numerics import score_matmul
 from hvc_runtime.propagation.online import OnlinePropagator
 from hvc_runtime.propagation.slots import SlotMemory, SlotStore
-from hvc_runtime.propagation.window import TileWindows, tile_windows
+from hvc_runtime.propagation.window import TileWindows, expand_multiplicity, tile_windows
 
 _CHUNK_BYTES = 128 * 2**20
 DEFAULT_TILE = 8
@@ -74,6 +75,7 @@ class FastPropagator(OnlinePropagator):
         super().reset()
         self._windows: TileWindows | None = None
         self._store: SlotStore | None = None
+        self._long_term_rows: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def _new_memory(self, frame: int, channels: torch.Tensor) -> SlotMemory:
         if self._windows is None:
@@ -147,7 +149,12 @@ class FastPropagator(OnlinePropagator):
     def _triton_topk(self, query, reference, slots, multiplicity, k):
         from hvc_runtime.propagation import triton_window  # needs triton: imported on use
 
-        long_term = triton_window.triton_long_term_topk(query, reference, k)
+        # the reference frame channel-last, made once per reference (the entry holds the frame,
+        # so its id cannot be reused by another tensor while cached)
+        if id(reference) not in self._long_term_rows:
+            self._long_term_rows[id(reference)] = (reference, reference.T.contiguous())
+        _, rows = self._long_term_rows[id(reference)]
+        long_term = triton_window.triton_long_term_topk(query, rows, k)
         if not any(multiplicity):
             return long_term, None
         windowed = triton_window.triton_windowed_topk(query, slots, multiplicity, self._windows, k)
@@ -215,7 +222,7 @@ def windowed_topk(
         .reshape(windows.num_tiles, dim, tile * tile)
     )
     any_absent = 0 in multiplicity
-    multiplicity = torch.tensor(multiplicity, device=slots.device)
+    multiplicity = device_ints(tuple(multiplicity), torch.long, slots.device)
     absent = (multiplicity == 0)[None, None, :, None]
     cells = side * side
     unique_k = min(k, cells * frames)
@@ -287,18 +294,6 @@ def _tile_scores(
     for a0, a1, q0, q1 in windows.row_bands:
         scores[0, a0:a1, :, q0:q1] = score_matmul(keys[a0:a1], queries[:, q0:q1], dtype)
     return scores
-
-
-def expand_multiplicity(
-    values: torch.Tensor, flat: torch.Tensor, multiplicity: torch.Tensor, k: int
-):
-    """Repeat each sorted candidate by its multiplicity and keep the first k ([hw, k'] each)."""
-    ends = multiplicity.cumsum(1)  # candidate i covers ranks [ends[i-1], ends[i])
-    rank = torch.arange(k, device=values.device).expand(values.shape[0], -1).contiguous()
-    source = torch.searchsorted(ends, rank, right=True)
-    beyond = source >= values.shape[1]
-    source = source.clamp(max=values.shape[1] - 1)
-    return values.gather(1, source).masked_fill(beyond, float("-inf")), flat.gather(1, source)
 
 
 def weighted_labels(labels: torch.Tensor, flat: torch.Tensor, weights: torch.Tensor):

@@ -27,16 +27,19 @@ import torch
 import triton
 import triton.language as tl
 
-from hvc_runtime.propagation.fast import expand_multiplicity
-from hvc_runtime.propagation.window import TileWindows
+from hvc_runtime.devices import device_ints
+from hvc_runtime.propagation.window import TileWindows, expand_multiplicity
 
 _KEYS_PER_CHUNK = 64  # BK: key cells scored per step
 _ONE_DOT_BYTES = 512  # key rows up to this size are scored by one tl.dot (D = 256 in fp16)
 _DIM_CHUNK_BYTES = 128  # BD for longer rows: 64 fp16 or 32 fp32 channels per tl.dot
 _MIN_DOT = 16  # tl.dot needs every block dimension to be at least 16
-_LONG_TERM_QUERIES = 64  # queries per program for the long-term frame (one row of the grid)
-_PROGRAMS_PER_SM = 4  # frame groups are added until the GPU holds this many programs per SM
+_LONG_TERM_QUERIES = (64, 32)  # queries per long-term program: the first that fills the GPU
 _NUM_WARPS = 8
+# programs of 8 warps one SM holds, from the sm_90 compile (no spills): fp32 169 registers a
+# thread (one program: 43k of 64k registers), fp16/bf16 124-128 (two); checked by the
+# ahead-of-time compile test with ptxas
+PROGRAMS_PER_SM = {4: 1, 2: 2}  # by feature element size
 
 
 def _packed_minus_inf() -> int:
@@ -146,7 +149,7 @@ def _descending(running, KP: tl.constexpr):
     return ordered
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["num_active"])  # 1, 2-15, 16·n frames: one compiled kernel
 def _topk_kernel(
     query_ptr,  # [D, hw]
     keys_ptr,  # real cell (0, 0) of slot 0; cell (y, x) of slot u, channel d at the strides
@@ -270,7 +273,7 @@ def triton_windowed_topk(
     rounded back), and that the optional last argument sets how many programs share each
     tile's frames instead of how many tiles one step scores."""
     values, flat = unique_windowed_topk(query, slots, multiplicity, windows, k, frame_groups)
-    counts = torch.tensor(multiplicity, device=slots.device)
+    counts = device_ints(tuple(multiplicity), torch.long, slots.device)
     return expand_multiplicity(values, flat, counts[flat // query.shape[1]], k)
 
 
@@ -295,35 +298,38 @@ def unique_windowed_topk(
     side = tile + 2 * margin
     unique_k = min(k, side * side * frames)
     active = [slot for slot, count in enumerate(multiplicity) if count > 0]
-    groups = frame_groups or _frame_groups(slots.device, windows.num_tiles)
+    groups = frame_groups or _frame_groups(
+        _program_slots(slots.device, slots.dtype), windows.num_tiles, len(active)
+    )
     groups = max(1, min(groups, len(active)))
     keys = slots[margin:, margin:]  # real cell (0, 0) first: [≥h, ≥w, U, D]
     return _launch(
         query,
         keys,
         keys.stride(),
-        torch.tensor(active, dtype=torch.int32, device=slots.device),
-        disk_bound(windows),
+        device_ints(tuple(active), torch.int32, slots.device),
+        windows.disk_bound,
         _Geometry(height, width, tile, tile, margin, groups),
         unique_k,
     )
 
 
 def triton_long_term_topk(
-    query: torch.Tensor, keys: torch.Tensor, k: int
+    query: torch.Tensor, rows: torch.Tensor, k: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`fast.long_term_topk` fused: top-k' fp32 scores [hw, k'] and key cells of every query
-    against a whole frame ([D, hw] each), k' = min(k, hw). The grid is scanned as one row; the
-    keys are copied channel-last (hw · D elements) so that key rows load as the slots' do."""
-    positions = keys.shape[1]
-    rows = keys.T.contiguous()
+    ([D, hw]) against a whole frame given channel-last (`rows`: [hw, D], the frame's features
+    transposed and made contiguous once per reference frame, so key rows load as the slots'
+    do), k' = min(k, hw). The grid is scanned as one row."""
+    positions = rows.shape[0]
+    tile = _long_term_tile(_program_slots(rows.device, rows.dtype), positions)
     return _launch(
         query,
         rows,
         (0, rows.stride(0), 0, 1),  # (y, x, slot, channel)
-        torch.zeros(1, dtype=torch.int32, device=keys.device),  # the only slot
+        device_ints((0,), torch.int32, rows.device),  # the only slot
         None,
-        _Geometry(1, positions, 1, _LONG_TERM_QUERIES, margin=positions, groups=1),
+        _Geometry(1, positions, 1, tile, margin=positions, groups=1),
         min(k, positions),
     )
 
@@ -394,26 +400,27 @@ def kernel_meta(
     }
 
 
-def _frame_groups(device: torch.device, tiles: int) -> int:
-    """Frame groups per tile so that a GPU holds `_PROGRAMS_PER_SM` programs per SM (CPU: 1)."""
+def _program_slots(device: torch.device, dtype: torch.dtype) -> int:
+    """Programs the GPU runs at once: SMs × `PROGRAMS_PER_SM` (CPU: 1)."""
     if device.type != "cuda":
         return 1
     sms = torch.cuda.get_device_properties(device).multi_processor_count
-    return -(-_PROGRAMS_PER_SM * sms // tiles)
+    return sms * PROGRAMS_PER_SM.get(dtype.itemsize, 1)
 
 
-def disk_bound(windows: TileWindows) -> torch.Tensor:
-    """The largest dy² + dx² of a query/key pair `windows.outside` admits ([1] int32).
+def _frame_groups(program_slots: int, tiles: int, frames: int) -> int:
+    """Frame groups per tile: as many as one wave of `program_slots` programs holds (at most
+    one per frame). More would only add a tail wave and lists to merge, as 4 per SM did."""
+    return max(1, min(frames, program_slots // tiles))
 
-    `TileWindows` keeps the disk only as a mask, and `dy² + dx² ≤ bound` selects exactly the
-    same pairs inside the grid: every admitted pair is within the bound, and every pair within
-    it is within the radius. Device ops only, so no host synchronisation."""
-    tile, margin = windows.tile, windows.margin
-    side = tile + 2 * margin
-    device = windows.outside.device
-    offset = torch.arange(side, device=device) - margin  # window cell minus query, per axis
-    inside_tile = torch.arange(tile, device=device)
-    dy = offset.repeat_interleave(side)[:, None] - inside_tile.repeat_interleave(tile)[None]
-    dx = offset.repeat(side)[:, None] - inside_tile.repeat(tile)[None]  # [S, B²] like `outside`
-    admitted = (~windows.outside).any(0)
-    return torch.where(admitted, dy**2 + dx**2, -1).amax().to(torch.int32).reshape(1)
+
+def _long_term_tile(program_slots: int, positions: int) -> int:
+    """Queries per long-term program: the widest of `_LONG_TERM_QUERIES` with the shortest
+    estimated run (waves × queries per program): at 480p, 6,480 cells make 101 programs of
+    64, fewer than an H100 holds, and 203 of 32 fill it."""
+
+    def run(width: int) -> int:
+        programs = -(-positions // width)
+        return -(-programs // program_slots) * width
+
+    return min(_LONG_TERM_QUERIES, key=run)
