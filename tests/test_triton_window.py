@@ -204,9 +204,9 @@ def test_fast_propagator_with_the_kernels_equals_the_reference():
 
 AOT_COMPILE = textwrap.dedent(
     """
-    import torch, triton
+    import re, subprocess, tempfile, torch, triton
     from triton.backends.compiler import GPUTarget
-    from hvc_runtime.propagation.triton_window import _topk_kernel, kernel_meta
+    from hvc_runtime.propagation.triton_window import PROGRAMS_PER_SM, _topk_kernel, kernel_meta
 
     TYPES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
     for dtype, dim, tile_h, tile_w, disk in [
@@ -226,6 +226,17 @@ AOT_COMPILE = textwrap.dedent(
         kernel = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 8})
         assert kernel.asm["cubin"], "no sm_90 binary"
         assert ("wgmma" in kernel.asm["ptx"]) == (dtype != torch.float32), "tensor-core use"
+        # the launch sizes assume PROGRAMS_PER_SM programs fit an SM: registers, shared memory
+        with tempfile.NamedTemporaryFile("w", suffix=".ptx") as ptx:
+            ptx.write(kernel.asm["ptx"])
+            ptx.flush()
+            report = subprocess.run([triton.knobs.nvidia.ptxas.path, "-v", "--gpu-name", "sm_90a",
+                                     ptx.name, "-o", "/dev/null"], capture_output=True, text=True)
+        registers = int(re.search(r"Used (\\d+) registers", report.stderr + report.stdout)[1])
+        assert " 0 bytes spill stores" in report.stderr + report.stdout, "register spills"
+        programs = PROGRAMS_PER_SM[dtype.itemsize]
+        assert programs * registers * 32 * 8 <= 65536, (dtype, registers)
+        assert programs * kernel.metadata.shared <= 227 * 1024, (dtype, kernel.metadata.shared)
     """
 )
 
