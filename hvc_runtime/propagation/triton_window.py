@@ -36,10 +36,12 @@ _DIM_CHUNK_BYTES = 128  # BD for longer rows: 64 fp16 or 32 fp32 channels per tl
 _MIN_DOT = 16  # tl.dot needs every block dimension to be at least 16
 _LONG_TERM_QUERIES = (64, 32)  # queries per long-term program: the first that fills the GPU
 _NUM_WARPS = 8
-# programs of 8 warps one SM holds, from the sm_90 compile (no spills): fp32 169 registers a
-# thread (one program: 43k of 64k registers), fp16/bf16 124-128 (two); checked by the
-# ahead-of-time compile test with ptxas
-PROGRAMS_PER_SM = {4: 1, 2: 2}  # by feature element size
+# programs of 8 warps an SM holds before the first launch tells (`_occupancy`), by feature
+# element size: sm_90 compiles (ptxas, no spills) of Triton 3.8 take 169 registers a thread in
+# fp32 (one program) and 124-128 in fp16/bf16 (two); Triton 3.6 takes 148 in fp16 (one)
+PROGRAMS_PER_SM = {4: 1, 2: 1}
+_SM_REGISTERS, _SM_SHARED = 65536, 228 * 1024  # sm_90, when the device does not say
+_occupancy: dict[tuple[int, int, bool], int] = {}  # (element size, D, disk) -> programs per SM
 
 
 def _packed_minus_inf() -> int:
@@ -298,9 +300,8 @@ def unique_windowed_topk(
     side = tile + 2 * margin
     unique_k = min(k, side * side * frames)
     active = [slot for slot, count in enumerate(multiplicity) if count > 0]
-    groups = frame_groups or _frame_groups(
-        _program_slots(slots.device, slots.dtype), windows.num_tiles, len(active)
-    )
+    slots_free = _program_slots(slots.device, (slots.dtype.itemsize, query.shape[0], True))
+    groups = frame_groups or _frame_groups(slots_free, windows.num_tiles, len(active))
     groups = max(1, min(groups, len(active)))
     keys = slots[margin:, margin:]  # real cell (0, 0) first: [≥h, ≥w, U, D]
     return _launch(
@@ -322,7 +323,8 @@ def triton_long_term_topk(
     transposed and made contiguous once per reference frame, so key rows load as the slots'
     do), k' = min(k, hw). The grid is scanned as one row."""
     positions = rows.shape[0]
-    tile = _long_term_tile(_program_slots(rows.device, rows.dtype), positions)
+    key = (rows.dtype.itemsize, query.shape[0], False)
+    tile = _long_term_tile(_program_slots(rows.device, key), positions)
     return _launch(
         query,
         rows,
@@ -354,7 +356,7 @@ def _launch(
     flat = torch.empty(values.shape, dtype=torch.long, device=keys.device)
     tiles_x = -(-grid.width // grid.tile_w)
     tiles = -(-grid.height // grid.tile_h) * tiles_x
-    _topk_kernel[(tiles, grid.groups)](
+    kernel = _topk_kernel[(tiles, grid.groups)](
         query.contiguous(),
         keys,
         active,
@@ -371,6 +373,13 @@ def _launch(
         **meta,
         num_warps=_NUM_WARPS,
     )
+    key = (keys.dtype.itemsize, dim, disk is not None)
+    if (
+        keys.is_cuda
+        and key not in _occupancy
+        and (found := launched_occupancy(kernel, keys.device))
+    ):
+        _occupancy[key] = found
     if grid.groups == 1:
         return values[0, :, :unique_k], flat[0, :, :unique_k]
     top = values.permute(1, 0, 2).reshape(positions, -1).topk(unique_k, dim=1)
@@ -400,12 +409,38 @@ def kernel_meta(
     }
 
 
-def _program_slots(device: torch.device, dtype: torch.dtype) -> int:
-    """Programs the GPU runs at once: SMs × `PROGRAMS_PER_SM` (CPU: 1)."""
+def programs_per_sm(
+    registers: int, shared: int, sm_registers: int = _SM_REGISTERS, sm_shared: int = _SM_SHARED
+) -> int:
+    """Programs of `_NUM_WARPS` warps an SM holds with these registers a thread and bytes of
+    shared memory a program (registers are allocated 8 a thread at a time); at least 1."""
+    by_registers = sm_registers // (-(-registers // 8) * 8 * 32 * _NUM_WARPS)
+    by_shared = sm_shared // shared if shared else by_registers
+    return max(1, min(by_registers, by_shared))
+
+
+def launched_occupancy(kernel, device: torch.device) -> int | None:
+    """`programs_per_sm` of a launched kernel on `device`, from what its binary uses (the
+    registers differ between Triton versions); None where Triton does not say."""
+    registers = getattr(kernel, "n_regs", 0)
+    if not registers:
+        return None
+    properties = torch.cuda.get_device_properties(device)
+    return programs_per_sm(
+        registers,
+        getattr(getattr(kernel, "metadata", None), "shared", 0),
+        getattr(properties, "regs_per_multiprocessor", _SM_REGISTERS),
+        getattr(properties, "shared_memory_per_multiprocessor", _SM_SHARED),
+    )
+
+
+def _program_slots(device: torch.device, key: tuple[int, int, bool]) -> int:
+    """Programs the GPU runs at once for the kernel variant `key` (element size, D, disk):
+    SMs × what its first launch showed, or `PROGRAMS_PER_SM` before (CPU: 1)."""
     if device.type != "cuda":
         return 1
     sms = torch.cuda.get_device_properties(device).multi_processor_count
-    return sms * PROGRAMS_PER_SM.get(dtype.itemsize, 1)
+    return sms * _occupancy.get(key, PROGRAMS_PER_SM.get(key[0], 1))
 
 
 def _frame_groups(program_slots: int, tiles: int, frames: int) -> int:
