@@ -36,6 +36,11 @@ _DIM_CHUNK_BYTES = 128  # BD for longer rows: 64 fp16 or 32 fp32 channels per tl
 _MIN_DOT = 16  # tl.dot needs every block dimension to be at least 16
 _LONG_TERM_QUERIES = (64, 32)  # queries per long-term program: the first that fills the GPU
 _NUM_WARPS = 8
+# one-dot rows: load the next chunk's keys before ranking the current one, by hand, since the
+# insertion loop inside the chunk loop keeps Triton's pipeliner off it. sm_90, ptxas: fp16
+# 256-d 128 -> 170 registers a thread with Triton 3.8 (two programs per SM -> one), 148 -> 198
+# with 3.6 (one either way); the trade is unmeasured on a GPU: the GPU run settles it
+_PREFETCH_KEYS = True
 # programs of 8 warps an SM holds before the first launch tells (`_occupancy`), by feature
 # element size: sm_90 compiles (ptxas, no spills) of Triton 3.8 take 169 registers a thread in
 # fp32 (one program) and 124-128 in fp16/bf16 (two); Triton 3.6 takes 148 in fp16 (one)
@@ -81,45 +86,42 @@ def _unpack(packed):
 
 
 @triton.jit
-def _scores(
-    query_ptr,
-    keys_ptr,
-    query_cell,
-    query_ok,
-    key_row,
-    key_ok,
-    key_stride_d,
-    positions,
-    DIM: tl.constexpr,
-    BQ: tl.constexpr,
-    BK: tl.constexpr,
-    BD: tl.constexpr,
-    UPCAST: tl.constexpr,
+def _key_chunk(
+    s0, top, left, columns, cells, slot_row, key_stride_y, key_stride_x, BK: tl.constexpr
 ):
-    """[BQ, BK] fp32 dot products of queries (columns of [D, hw]) and key rows, D chunk by chunk.
+    """Window cells s0..s0+BK-1 of a frame: their rows and columns, validity, and key row
+    offsets (channel 0)."""
+    s = s0 + tl.arange(0, BK)
+    key_ok = s < cells
+    ky, kx = top + s // columns, left + s % columns
+    key_row = ky.to(tl.int64) * key_stride_y + kx.to(tl.int64) * key_stride_x + slot_row
+    return ky, kx, key_ok, key_row
 
-    With one chunk (BD ≥ DIM) the loop folds away and the query load is loop-invariant: the
-    compiler hoists it out of the kernel's loops (queries read once per program; with several
-    chunks the loop pipelines its loads instead). Masked loads read zeros: channels past DIM add nothing. UPCAST: the interpreter's tl.dot
-    multiplies bf16 bit patterns as integers, so there bf16 goes through fp32 (exact products)."""
-    acc = tl.zeros([BQ, BK], dtype=tl.float32)
-    for d0 in range(0, DIM, BD):
-        d = d0 + tl.arange(0, BD)
-        d_ok = d < DIM
-        q = tl.load(
-            query_ptr + d[None, :] * positions + query_cell[:, None],
-            mask=query_ok[:, None] & d_ok[None, :],
-            other=0.0,
-        )
-        keys = tl.load(
-            keys_ptr + key_row[:, None] + d.to(tl.int64)[None, :] * key_stride_d,
-            mask=key_ok[:, None] & d_ok[None, :],
-            other=0.0,
-        )
-        if UPCAST:
-            q, keys = q.to(tl.float32), keys.to(tl.float32)
-        acc = tl.dot(q, tl.trans(keys), acc, input_precision="ieee", out_dtype=tl.float32)
-    return acc
+
+@triton.jit
+def _queries(query_ptr, query_cell, query_ok, positions, d0, DIM: tl.constexpr, BD: tl.constexpr):
+    """Channels d0..d0+BD-1 of the tile's queries [BQ, BD] (zeros past DIM add nothing)."""
+    d = d0 + tl.arange(0, BD)
+    mask = query_ok[:, None] & (d < DIM)[None, :]
+    return tl.load(query_ptr + d[None, :] * positions + query_cell[:, None], mask=mask, other=0.0)
+
+
+@triton.jit
+def _keys(keys_ptr, key_row, key_ok, key_stride_d, d0, DIM: tl.constexpr, BD: tl.constexpr):
+    """Channels d0..d0+BD-1 of the key rows [BK, BD] (zeros past DIM or the window)."""
+    d = d0 + tl.arange(0, BD)
+    mask = key_ok[:, None] & (d < DIM)[None, :]
+    offsets = key_row[:, None] + d.to(tl.int64)[None, :] * key_stride_d
+    return tl.load(keys_ptr + offsets, mask=mask, other=0.0)
+
+
+@triton.jit
+def _dot(acc, q, keys, UPCAST: tl.constexpr):
+    """acc + q · keysᵀ in fp32. UPCAST: the interpreter's tl.dot multiplies bf16 bit patterns as
+    integers, so there bf16 goes through fp32 (exact products)."""
+    if UPCAST:
+        q, keys = q.to(tl.float32), keys.to(tl.float32)
+    return tl.dot(q, tl.trans(keys), acc, input_precision="ieee", out_dtype=tl.float32)
 
 
 @triton.jit
@@ -177,6 +179,7 @@ def _topk_kernel(
     KP: tl.constexpr,
     DISK: tl.constexpr,
     UPCAST: tl.constexpr,
+    PREFETCH: tl.constexpr,
 ):
     """One query tile (program axis 0) against the frames of one frame group (axis 1)."""
     tile_id = tl.program_id(0)
@@ -199,21 +202,34 @@ def _topk_kernel(
 
     # distinct placeholders (-inf, 0..KP-1), so that `_insert` replaces exactly one entry
     running = tl.zeros([BQ, KP], tl.int64) + (tl.arange(0, KP).to(tl.int64) + _MINUS_INF)[None, :]
+    zeros = tl.zeros([BQ, BK], dtype=tl.float32)
+    if PREFETCH:  # one dot per chunk: the queries once per program
+        q = _queries(query_ptr, query_cell, query_ok, positions, 0, DIM, BD)
     for f in range(group, num_active, groups):
         slot = tl.load(active_ptr + f)
-        for s0 in range(0, cells, BK):
-            s = s0 + tl.arange(0, BK)
-            key_ok = s < cells
-            ky, kx = top + s // columns, left + s % columns
-            key_row = (
-                ky.to(tl.int64) * key_stride_y
-                + kx.to(tl.int64) * key_stride_x
-                + slot.to(tl.int64) * key_stride_slot
+        slot_row = slot.to(tl.int64) * key_stride_slot
+        if PREFETCH:  # the first chunk's keys; every step loads the next chunk's before it ranks
+            _, _, key_ok, key_row = _key_chunk(
+                0, top, left, columns, cells, slot_row, key_stride_y, key_stride_x, BK
             )
-            scores = _scores(
-                query_ptr, keys_ptr, query_cell, query_ok, key_row, key_ok, key_stride_d,
-                positions, DIM, BQ, BK, BD, UPCAST,
-            )  # fmt: skip
+            keys = _keys(keys_ptr, key_row, key_ok, key_stride_d, 0, DIM, BD)
+        for s0 in range(0, cells, BK):
+            ky, kx, key_ok, key_row = _key_chunk(
+                s0, top, left, columns, cells, slot_row, key_stride_y, key_stride_x, BK
+            )
+            if PREFETCH:
+                current = keys
+                _, _, next_ok, next_row = _key_chunk(
+                    s0 + BK, top, left, columns, cells, slot_row, key_stride_y, key_stride_x, BK
+                )
+                keys = _keys(keys_ptr, next_row, next_ok, key_stride_d, 0, DIM, BD)
+                scores = _dot(zeros, q, current, UPCAST)
+            else:
+                scores = zeros
+                for d0 in range(0, DIM, BD):
+                    chunk = _keys(keys_ptr, key_row, key_ok, key_stride_d, d0, DIM, BD)
+                    queries = _queries(query_ptr, query_cell, query_ok, positions, d0, DIM, BD)
+                    scores = _dot(scores, queries, chunk, UPCAST)
             ok = key_ok[None, :]
             if DISK:
                 dy, dx = ky[None, :] - qy[:, None], kx[None, :] - qx[:, None]
@@ -406,6 +422,7 @@ def kernel_meta(
         "BD": max(_MIN_DOT, whole if one_dot else _DIM_CHUNK_BYTES // element_size),
         "KP": kp,
         "UPCAST": _INTERPRETED and dtype == torch.bfloat16,
+        "PREFETCH": one_dot and _PREFETCH_KEYS,
     }
 
 
