@@ -12,8 +12,10 @@ import torch.nn.functional as F
 
 from benchmarks.encoders import BASELINE, Variant
 from benchmarks.measure import peak_memory_mb, reset_peak_memory, time_call
+from hvc_runtime.encoder.backends.torch_module import TorchBackend
 from hvc_runtime.encoder.checkpoints import random_encoder
 from hvc_runtime.encoder.network import feature_size
+from hvc_runtime.encoder.precision import DTYPES
 from hvc_runtime.io.frames import FrameSource, ImageFolderSource
 from hvc_runtime.pipeline import segment_video
 from hvc_runtime.propagation import (
@@ -87,17 +89,24 @@ def encoder_rows(
 
 
 def steady_state_propagator(
-    config: PropagationConfig, dim: int, grid: tuple[int, int], device, implementation: str
+    config: PropagationConfig,
+    dim: int,
+    grid: tuple[int, int],
+    device,
+    implementation: str,
+    dtype: torch.dtype = torch.float32,
 ) -> tuple[OnlinePropagator, torch.Tensor]:
     """A propagator whose memory already holds a full context of distinct frames (the cost
-    from frame 51 on), built without propagating 51 frames first."""
-    generator = torch.Generator(device="cpu").manual_seed(0)
+    from frame 51 on), built without propagating 51 frames first; features in `dtype`, drawn
+    on the device (no host copies)."""
+    generator = torch.Generator(device=device).manual_seed(0)
 
     def unit() -> torch.Tensor:
-        return F.normalize(torch.randn(dim, *grid, generator=generator), dim=0).to(device)
+        drawn = torch.randn(dim, *grid, generator=generator, device=device)
+        return F.normalize(drawn, dim=0).to(dtype)
 
     propagator = IMPLEMENTATIONS[implementation](config)
-    labels = torch.softmax(torch.randn(2, *grid, generator=generator), 0).to(device)
+    labels = torch.softmax(torch.randn(2, *grid, generator=generator, device=device), 0)
     propagator.step(unit(), labels)
     memory = propagator.references[0]
     for t in range(1, config.context_size + 1):
@@ -107,9 +116,13 @@ def steady_state_propagator(
     return propagator, unit()
 
 
-def propagation_rows(sizes, dims, contexts, implementations, device, warmup, runs):
-    """Per-frame propagation cost once the context is full; speed-up against the reference
-    with the same size, features and context (measured in the same run)."""
+def propagation_rows(
+    sizes, dims, contexts, implementations, device, warmup, runs, dtypes=("fp32",), skipped=None
+):
+    """Per-frame propagation cost once the context is full, for each feature dtype; speed-up
+    against the fp32 dense reference with the same size, features and context (measured in the
+    same run; the reference runs in fp32 only). A variant that fails (e.g. a Triton build) is
+    added to `skipped` with its reason and the others still run."""
     rows = []
     for size in sizes:
         grid = feature_size(*frame_size(size))
@@ -118,28 +131,49 @@ def propagation_rows(sizes, dims, contexts, implementations, device, warmup, run
                 config = PropagationConfig(context_size=context)
                 baseline = None
                 for implementation in implementations:
-                    propagator, query = steady_state_propagator(
-                        config, dim, grid, device, implementation
-                    )
-                    # each step stores its frame and drops the oldest: the context stays full
-                    timing = time_call(
-                        lambda p=propagator, q=query: p.step(q), device, warmup, runs
-                    )
-                    if implementation == "reference":
-                        baseline = timing.median_ms
-                    rows.append(
-                        {
-                            "implementation": implementation,
-                            "size": size,
-                            "feature_dim": dim,
-                            "context": f"1+{context}",
-                            **timing.as_dict(),
-                            "frames_per_s": 1000 / timing.median_ms,
-                            "speedup": baseline / timing.median_ms if baseline else None,
-                        }
-                    )
-                    del propagator
+                    chosen = ["fp32"] if implementation == "reference" else dtypes
+                    for precision in chosen:
+                        try:
+                            propagator, query = steady_state_propagator(
+                                config, dim, grid, device, implementation, DTYPES[precision]
+                            )
+                            # each step stores its frame and drops the oldest: the context
+                            # stays full
+                            timing = time_call(
+                                lambda p=propagator, q=query: p.step(q), device, warmup, runs
+                            )
+                        except Exception as exc:  # recorded; the other variants still run
+                            if skipped is None:
+                                raise
+                            skipped.append(
+                                {
+                                    "backend": f"{implementation} {precision} {dim}-d {size}",
+                                    "reason": first_line(exc),
+                                }
+                            )
+                            continue
+                        if implementation == "reference":
+                            baseline = timing.median_ms
+                        rows.append(
+                            {
+                                "implementation": implementation,
+                                "features": precision,
+                                "size": size,
+                                "feature_dim": dim,
+                                "context": f"1+{context}",
+                                **timing.as_dict(),
+                                "frames_per_s": 1000 / timing.median_ms,
+                                "speedup": baseline / timing.median_ms if baseline else None,
+                            }
+                        )
+                        del propagator
     return rows
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's first line, or its type when it has no message."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def generated_video(
@@ -190,20 +224,37 @@ def _rate(segmenter: Segmenter, method: str, frames: list, first_mask: np.ndarra
     return len(frames) / (time.perf_counter() - began)
 
 
-def end_to_end_rows(sources: dict[str, tuple[FrameSource, np.ndarray]], modes: list[str], device):
+def end_to_end_rows(
+    sources: dict[str, tuple[ImageFolderSource, np.ndarray]],
+    modes: list[str],
+    device,
+    *,
+    precision: str = "fp32",
+    cuda_graphs: bool = False,
+    kernel: str = "auto",
+    warmup_frames: int = 0,
+):
     """Frames per second over whole clips, three ways: the full pipeline with decoding and
     palette-PNG writing (`segment_video`); compute only (frames decoded beforehand, id maps
     downloaded every frame); GPU-side only (frames already on the device, id maps left there,
-    one synchronisation at the end) — the encoder and the propagation alone."""
+    one synchronisation at the end) — the encoder and the propagation alone. First, untimed,
+    the pipeline runs the clip's first `warmup_frames` frames (kernel builds, graph capture,
+    decoder start-up)."""
     rows = []
     for name, (source, first_mask) in sources.items():
         frames = [f.rgb for f in source]
         on_device = [torch.from_numpy(f).to(device) for f in frames]
         for mode in modes:
-            segmenter = Segmenter(random_encoder(), device=device, mode=mode)
-            compute_fps = _rate(segmenter, "step", frames, first_mask, device)
-            device_fps = _rate(segmenter, "segment", on_device, first_mask, device)
+            encoder = TorchBackend(random_encoder(), device, precision, cuda_graphs=cuda_graphs)
+            options = {"kernel": kernel} if mode == "fast" else {}
+            segmenter = Segmenter(encoder, device=device, precision=precision, mode=mode, **options)
             with tempfile.TemporaryDirectory() as out:
+                if warmup_frames:
+                    (Path(out) / "warm").mkdir()
+                    start = ping_pong(source, min(warmup_frames, len(frames)), Path(out) / "warm")
+                    segment_video(start, {0: first_mask}, segmenter, masks_dir=Path(out) / "w")
+                compute_fps = _rate(segmenter, "step", frames, first_mask, device)
+                device_fps = _rate(segmenter, "segment", on_device, first_mask, device)
                 summary = segment_video(
                     source, {0: first_mask}, segmenter, masks_dir=Path(out) / "masks"
                 )
@@ -211,6 +262,9 @@ def end_to_end_rows(sources: dict[str, tuple[FrameSource, np.ndarray]], modes: l
                 {
                     "video": name,
                     "mode": mode,
+                    "precision": precision,
+                    "encoder": "cuda-graphs" if cuda_graphs else "eager",
+                    "kernel": kernel if mode == "fast" else None,
                     "frames": summary.frames,
                     "size": f"{source.width}x{source.height}",
                     "fps_end_to_end": summary.frames / summary.seconds,
@@ -264,17 +318,18 @@ def agreement_rows(
 def memory_rows(
     lengths: list[int], grid: tuple[int, int], dim: int, device, implementation: str
 ) -> list[dict]:
-    """Memory after propagating N frames of random features: it must not grow with N."""
+    """Memory after propagating N frames of random features (drawn on the device, so a long
+    video costs the propagation only): it must not grow with N."""
     rows = []
-    generator = torch.Generator(device="cpu").manual_seed(1)
+    generator = torch.Generator(device=device).manual_seed(1)
     propagator = IMPLEMENTATIONS[implementation]()
     reset_peak_memory(device)
-    labels = torch.softmax(torch.randn(2, *grid, generator=generator), 0).to(device)
+    labels = torch.softmax(torch.randn(2, *grid, generator=generator, device=device), 0)
     frames = 0
     for length in sorted(lengths):
         while frames < length:
-            features = F.normalize(torch.randn(dim, *grid, generator=generator), dim=0).to(device)
-            propagator.step(features, labels if frames == 0 else None)
+            drawn = torch.randn(dim, *grid, generator=generator, device=device)
+            propagator.step(F.normalize(drawn, dim=0), labels if frames == 0 else None)
             frames += 1
         rows.append(
             {

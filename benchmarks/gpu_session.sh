@@ -1,18 +1,101 @@
 #!/usr/bin/env bash
-# The prepared GPU run, for one call of a short GPU lease on a machine with the project's
-# dependencies (torch with CUDA, triton) but no network:
-# install the project, check the Triton kernels and the fast path on CUDA against the reference,
-# time the CUDA suite, and print its summary table last. Logs and JSON go to $OUT (or /tmp/out).
-#   bash benchmarks/gpu_session.sh
-set -euo pipefail
+# The prepared GPU run, sized for one call of a short GPU lease (≤ 10 minutes a command, only
+# what is under $OUT comes back). Each part runs in its own process under `timeout` and writes
+# its JSON as soon as it finishes; after every part the results so far are merged into
+# $OUT/run (latency.json, latency.md, plots; each part's own in $OUT/parts) and a line is added to $OUT/status.jsonl, so a run
+# cut off at its limit, a failing test or a part that crashes (a Triton build, say) keeps what
+# was done. Parts, in order, with the estimate for an H100/H200 (not yet measured there):
+#   tests        the CUDA kernel tests, tests/test_triton_window.py              ~1 min
+#   propagation  480p, 1+50: the dense reference (fp32), fast PyTorch and fast Triton with
+#                fp32, fp16 and bf16 features, 256-d and 1280-d                   ~1.5 min
+#   e2e          240 generated frames, fp16, CUDA-graph encoder, Triton kernel, after an
+#                untimed 60-frame warm-up: with decoding and writing, compute only, device only
+#                                                                                 ~1 min
+#   memory       100 and 1,000 frames, features drawn on the GPU                  ~0.3 min
+#   encoders     eager fp32/fp16, CUDA graphs, TorchScript, then torch.compile    ~2 min
+# About 6 minutes in all; the part timeouts never add up to more than $BUDGET seconds (540).
+#
+#   HVC_COMMIT=<sha> bash benchmarks/gpu_session.sh     # on the GPU machine (python3)
+#   SMOKE=1 DEVICE=cpu OUT=dir bash benchmarks/gpu_session.sh   # the same parts, tiny, on a CPU
+# Environment: PYTHON (python3), OUT (/tmp/out), DEVICE (cuda), SMOKE (0), BUDGET (540),
+# HVC_COMMIT (the commit, for a tree without .git).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+py="${PYTHON:-python3}"
 out="${OUT:-/tmp/out}"
+device="${DEVICE:-cuda}"
+smoke="${SMOKE:-0}"
+budget="${BUDGET:-540}"
 mkdir -p "$out"
-export PYTHONUNBUFFERED=1
-python -m pip install -q --no-deps --no-build-isolation -e .
-python -m pytest -q -x -p no:cacheprovider tests/test_triton_window.py \
-    tests/test_fast_propagation.py 2>&1 | tee "$out/kernel-tests.log" | tail -n 3
-python -m benchmarks.latency --device cuda --sizes 480p --batches 1 --dims 256,1280 \
-    --contexts 50 --warmup 3 --runs 20 --e2e-frames 240 --memory-lengths 100,1000,10000 \
-    --memory-grid 60x107 --agreement-frames 40 \
-    --backends torch-eager-fp32,torch-eager-half-cl,torch-cudagraphs-half-cl,torch-compile,torch-compile-cudagraphs,torchscript \
-    --out "$out/cuda-480p" 2>&1 | tee "$out/latency.log" | sed -n '/\*\*Summary\*\*/,$p'
+out="$(cd "$out" && pwd)"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+if [[ -z "${HVC_COMMIT:-}" ]]; then
+    HVC_COMMIT="$(git rev-parse HEAD 2>/dev/null || echo unknown)"
+fi
+export HVC_COMMIT
+began=$SECONDS
+
+# part NAME LIMIT_S COMMAND...: run under a timeout (at most what is left of the budget, less
+# 20 s to merge), log to $out/NAME.log, record the outcome, merge what exists so far
+part() {
+    local name=$1 limit=$2 left rc start
+    shift 2
+    left=$((budget - (SECONDS - began) - 20))
+    ((limit > left)) && limit=$left
+    if ((limit < 10)); then
+        printf '{"part": "%s", "rc": null, "seconds": 0, "skipped": "no time left"}\n' \
+            "$name" >>"$out/status.jsonl"
+        return
+    fi
+    echo "== $name (≤ ${limit} s)"
+    start=$SECONDS
+    timeout -k 10 "$limit" "$@" >"$out/$name.log" 2>&1
+    rc=$?
+    printf '{"part": "%s", "rc": %d, "seconds": %d, "timed_out": %s}\n' "$name" "$rc" \
+        $((SECONDS - start)) "$([[ $rc == 124 || $rc == 137 ]] && echo true || echo false)" \
+        >>"$out/status.jsonl"
+    tail -n 2 "$out/$name.log"
+    "$py" -m benchmarks.report "$out/run" "$out"/parts/*/latency.json >>"$out/merge.log" 2>&1
+}
+
+bench=("$py" -m benchmarks.latency --device "$device")  # each part into $out/parts/NAME
+
+if [[ $smoke == 1 ]]; then
+    tests=(-k "small or long_term")
+    sizes=(--sizes 64x96 --dims 256 --contexts 3 --warmup 0 --runs 2)
+    dtypes=fp32,bf16
+    e2e=(--e2e-frames 6 --e2e-size 64x96 --e2e-precision fp32 --e2e-warmup-frames 2 --no-e2e-davis)
+    memory=(--memory-lengths 5,20 --memory-grid 4x6)
+    encoders=(--sizes 64x96 --batches 1 --warmup 0 --runs 2
+        --backends torch-eager-fp32,torch-eager-half-cl,torch-cudagraphs-half-cl,torch-compile-cudagraphs)
+    export TRITON_INTERPRET=1  # kernel tests in Triton's interpreter
+else
+    tests=()
+    sizes=(--sizes 480p --dims 256,1280 --contexts 50 --warmup 3 --runs 20)
+    dtypes=fp32,fp16,bf16
+    e2e=(--e2e-frames 240 --e2e-precision fp16 --e2e-cuda-graphs --e2e-kernel triton
+        --e2e-warmup-frames 60)
+    memory=(--memory-lengths 100,1000 --memory-grid 60x107)
+    encoders=(--sizes 480p --batches 1 --warmup 3 --runs 20
+        --backends torch-eager-fp32,torch-eager-half-cl,torch-cudagraphs-half-cl,torchscript,torch-compile,torch-compile-cudagraphs)
+fi
+
+{
+    echo "commit $HVC_COMMIT, device $device, smoke $smoke"
+    "$py" -c "import sys, torch; print(sys.version.split()[0], 'torch', torch.__version__)"
+    "$py" -c "import triton; print('triton', triton.__version__)" || echo "triton: not importable"
+    [[ $device == cuda ]] && nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+} >"$out/environment.txt" 2>&1
+
+part tests 150 "$py" -m pytest -q -p no:cacheprovider tests/test_triton_window.py "${tests[@]}" \
+    --junitxml="$out/tests.xml"
+part propagation 150 "${bench[@]}" --out "$out/parts/propagation" --propagation "${sizes[@]}" \
+    --feature-dtypes "$dtypes" --implementations reference,fast,fast-triton
+part e2e 150 "${bench[@]}" --out "$out/parts/e2e" --e2e "${e2e[@]}" --implementations fast-triton
+part memory 60 "${bench[@]}" --out "$out/parts/memory" --memory "${memory[@]}" \
+    --implementations fast-triton
+part encoders 240 "${bench[@]}" --out "$out/parts/encoders" --encoder "${encoders[@]}" \
+    --implementations fast-triton
+echo "== $((SECONDS - began)) s; parts:"
+cat "$out/status.jsonl"
+sed -n '/\*\*Summary\*\*/,$p' "$out/run/latency.md" 2>/dev/null

@@ -1,7 +1,8 @@
 """The benchmark suite: `python -m benchmarks.latency --help`.
 
 Writes `latency.json`, `latency.md` and PNG plots into the output folder; every speed claim in
-the README comes from such a file (`python -m benchmarks.readme`).
+the README comes from such a file (`python -m benchmarks.readme`). `latency.json` is rewritten
+as each part finishes, so a run cut off at a time limit keeps the parts it completed.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from rich.console import Console
 from benchmarks import cases
 from benchmarks.encoders import ALL, build_variants, export_and_load
 from benchmarks.environment import describe
-from benchmarks.report import markdown, plots, write_json
+from benchmarks.report import markdown, write_all, write_json
 from hvc_runtime.cli.terminal import user_errors
 from hvc_runtime.io.masks import read_mask
 from hvc_runtime.utils.devices import resolve_device
@@ -72,6 +73,9 @@ def main(
         str, typer.Option(help="Feature dims for propagation (256, 1280).")
     ] = "256,1280",
     contexts: Annotated[str, typer.Option(help="Short-term contexts.")] = "50,20,10",
+    feature_dtypes: Annotated[
+        str, typer.Option(help="Feature dtypes for propagation (the reference runs fp32 only).")
+    ] = "fp32",
     implementations: Annotated[
         str,
         typer.Option(
@@ -79,6 +83,17 @@ def main(
         ),
     ] = "reference,fast,fast-triton",
     e2e_modes: Annotated[str, typer.Option(help="Propagation modes end to end.")] = "fast",
+    e2e_precision: Annotated[str, typer.Option(help="End-to-end precision.")] = "fp32",
+    e2e_cuda_graphs: Annotated[
+        bool, typer.Option(help="End to end with the CUDA-graph encoder.")
+    ] = False,
+    e2e_kernel: Annotated[str, typer.Option(help="Fast mode kernel end to end.")] = "auto",
+    e2e_davis: Annotated[
+        bool, typer.Option(help="Also a DAVIS sequence end to end, where the data is.")
+    ] = True,
+    e2e_warmup_frames: Annotated[
+        int, typer.Option(help="Untimed frames through the pipeline first.")
+    ] = 0,
     warmup: Annotated[int, typer.Option()] = 2,
     runs: Annotated[int, typer.Option()] = 10,
     e2e_frames: Annotated[
@@ -115,6 +130,10 @@ def main(
             },
             "skipped": [],
         }
+
+        def save() -> None:
+            write_json(results, out / "latency.json")
+
         with tempfile.TemporaryDirectory(prefix="hvc-bench-") as scratch:
             if encoder:
                 with _part("encoder: exporting and loading backends"):
@@ -131,6 +150,7 @@ def main(
                         warmup,
                         runs,
                     )
+                save()
             chosen = _split(implementations)
             runnable = [name for name in chosen if not cases.unavailable(name, target)]
             results["skipped"] += [
@@ -148,7 +168,10 @@ def main(
                         target,
                         warmup,
                         runs,
+                        _split(feature_dtypes),
+                        results["skipped"],
                     )
+                save()
             if e2e:
                 with _part("end to end"):
                     height, width = cases.frame_size(e2e_size)
@@ -157,7 +180,7 @@ def main(
                     sources = {
                         "generated": cases.generated_video(folder, e2e_frames, height, width)
                     }
-                    if DAVIS_SEQUENCE.is_dir():
+                    if e2e_davis and DAVIS_SEQUENCE.is_dir():
                         first = read_mask(
                             DAVIS_SEQUENCE / "Annotations" / "480p" / "blackswan" / "00000.png"
                         )
@@ -169,8 +192,15 @@ def main(
                         played = cases.ping_pong(frames, e2e_frames, looped)
                         sources["davis2016/blackswan (forth and back)"] = (played, first)
                     results["end_to_end"] = cases.end_to_end_rows(
-                        sources, _split(e2e_modes), target
+                        sources,
+                        _split(e2e_modes),
+                        target,
+                        precision=e2e_precision,
+                        cuda_graphs=e2e_cuda_graphs,
+                        kernel=e2e_kernel,
+                        warmup_frames=e2e_warmup_frames,
                     )
+                save()
             if memory:
                 with _part("memory vs video length"):
                     grid = cases.frame_size(memory_grid)
@@ -178,6 +208,7 @@ def main(
                     results["memory"] = cases.memory_rows(
                         [int(n) for n in _split(memory_lengths)], grid, 256, target, fastest
                     )
+                save()
             if agreement and not DAVIS_SEQUENCE.is_dir():
                 results["skipped"].append(
                     {"backend": "agreement", "reason": f"no DAVIS data at {DAVIS_SEQUENCE}"}
@@ -198,14 +229,9 @@ def main(
                         "sequence": agreement_sequence,
                         "frames": len(truth),
                     }
-        write_json(results, out / "latency.json")
-        (out / "latency.md").write_text(markdown(results))
-        written = plots(results, out)
+        written = write_all(results, out)
     console.print(markdown(results), markup=False, highlight=False)
-    console.print(
-        f"wrote {out / 'latency.json'}, {out / 'latency.md'}, {', '.join(str(p) for p in written)}",
-        markup=False,
-    )
+    console.print(f"wrote {', '.join(str(p) for p in written)}", markup=False)
 
 
 def agreement_encoders(device, folder: Path) -> dict:

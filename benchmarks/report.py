@@ -1,9 +1,16 @@
-"""Results as JSON, a Markdown table, and PNG plots."""
+"""Results as JSON, a Markdown table, and PNG plots; and the parts of a run merged.
+
+python -m benchmarks.report OUT PART.json... writes OUT/latency.json, latency.md and plots
+from part files (`benchmarks/gpu_session.sh` runs each part in its own process).
+"""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
+
+PARTS = ("encoder", "propagation", "end_to_end", "memory", "agreement")
 
 
 def write_json(results: dict, path: Path) -> None:
@@ -47,7 +54,8 @@ def markdown(results: dict) -> str:
         lines += ["**Propagation** (ms per frame, full context)", ""]
         lines += _table(
             results["propagation"],
-            [("implementation", "implementation"), ("size", "size"), ("dim", "feature_dim"),
+            [("implementation", "implementation"), ("features", "features"), ("size", "size"),
+             ("dim", "feature_dim"),
              ("context", "context"), ("median ms", "median_ms"), ("p90 ms", "p90_ms"),
              ("frames/s", "frames_per_s"), ("speed-up vs reference", "speedup")],
         )  # fmt: skip
@@ -55,7 +63,8 @@ def markdown(results: dict) -> str:
         lines += ["**End to end** (frames/s)", ""]
         lines += _table(
             results["end_to_end"],
-            [("video", "video"), ("mode", "mode"), ("size", "size"), ("frames", "frames"),
+            [("video", "video"), ("mode", "mode"), ("precision", "precision"),
+             ("encoder", "encoder"), ("kernel", "kernel"), ("size", "size"), ("frames", "frames"),
              ("with decode + PNG writing", "fps_end_to_end"), ("compute only", "fps_compute_only"),
              ("device only", "fps_device_only")],
         )  # fmt: skip
@@ -197,3 +206,35 @@ def _save(fig, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def merge(parts: list[dict]) -> dict:
+    """One result from the parts of a run: the first part's environment, every part's rows,
+    their skips once each, the settings of all (later parts win on a clash)."""
+    if not parts:
+        raise ValueError("no results to merge")
+    merged: dict = {"environment": parts[0]["environment"], "settings": {}, "skipped": []}
+    for part in parts:
+        merged["settings"].update(part.get("settings", {}))
+        merged["skipped"] += [s for s in part.get("skipped", []) if s not in merged["skipped"]]
+        for name in PARTS:
+            if part.get(name):
+                merged[name] = merged.get(name, []) + part[name]
+    return merged
+
+
+def write_all(results: dict, folder: Path) -> list[Path]:
+    """latency.json, latency.md and the plots of `results` in `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(results, folder / "latency.json")
+    (folder / "latency.md").write_text(markdown(results) + "\n")
+    return [folder / "latency.json", folder / "latency.md", *plots(results, folder)]
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 3:
+        raise SystemExit(__doc__)
+    found = [Path(p) for p in sys.argv[2:] if Path(p).is_file()]
+    if not found:
+        raise SystemExit("no part results to merge (every part failed before writing one)")
+    write_all(merge([json.loads(p.read_text()) for p in found]), Path(sys.argv[1]))

@@ -69,7 +69,7 @@ def segment_video(
             ids = segmenter.step(frame.input(), mask)
             mask_writer.write(frame.name, ids)
             if video_writer is not None:
-                video_writer.write(frame.host_rgb(), ids)
+                video_writer.write(frame.host_rgb, ids)  # downloaded on the writer's thread
             count += 1
             if on_frame is not None:
                 on_frame(count)

@@ -27,7 +27,7 @@ from hvc_runtime.encoder.network import InferenceEncoder
 from hvc_runtime.encoder.precision import Precision, dtype_of
 from hvc_runtime.io.frames import Frame
 from hvc_runtime.propagation import PROPAGATORS, PropagationConfig
-from hvc_runtime.utils.devices import resolve_device
+from hvc_runtime.utils.devices import device_ints, resolve_device
 from hvc_runtime.utils.errors import HvcWarning, OptionError
 
 _CHANNEL_GROUP = 16  # channels resampled at once, so 255 objects at 1080p stay within memory
@@ -260,5 +260,5 @@ class Segmenter:
                 better = value > best_value
                 best_value = torch.where(better, value, best_value)
                 best_channel = torch.where(better, channel, best_channel)
-        lookup = torch.tensor(self._ids, dtype=torch.uint8, device=labels.device)
+        lookup = device_ints(tuple(self._ids), torch.uint8, labels.device)  # no per-frame upload
         return lookup[best_channel]

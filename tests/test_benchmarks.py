@@ -4,12 +4,18 @@ Timings are never asserted."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 from typer.testing import CliRunner
 
 from benchmarks.latency import app
 from benchmarks.readme import END, START, update
 from tests.conftest import DAVIS2016
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_smoke_run_writes_json_table_and_plots(tmp_path):
@@ -70,3 +76,36 @@ def test_smoke_run_writes_json_table_and_plots(tmp_path):
     update(readme, out / "latency.json")
     text = readme.read_text()
     assert "old" not in text and "| onnxruntime-cpu | 64x96 |" in text and text.endswith("rest\n")
+
+
+def test_gpu_session_smoke_runs_every_part_and_records_each(tmp_path):
+    """`SMOKE=1 DEVICE=cpu` runs the prepared GPU run's parts at tiny sizes: the kernel tests
+    (in Triton's interpreter), propagation, end to end, memory, encoders; each part leaves its
+    JSON and a status line, and the merged result names the commit it was given."""
+    out = tmp_path / "out"
+    environment = {**os.environ, "SMOKE": "1", "DEVICE": "cpu", "OUT": str(out)}
+    environment |= {"PYTHON": sys.executable, "HVC_COMMIT": "0123abc"}
+    environment["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])
+    )
+    done = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu_session.sh")],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    status = [json.loads(line) for line in (out / "status.jsonl").read_text().splitlines()]
+    assert [s["part"] for s in status] == ["tests", "propagation", "e2e", "memory", "encoders"]
+    assert all(s["rc"] == 0 for s in status), status
+    assert 'failures="0"' in (out / "tests.xml").read_text()
+    for name, key in [("propagation", "propagation"), ("e2e", "end_to_end"),
+                      ("memory", "memory"), ("encoders", "encoder")]:  # fmt: skip
+        assert json.loads((out / "parts" / name / "latency.json").read_text())[key]
+    merged = json.loads((out / "run" / "latency.json").read_text())
+    assert merged["environment"]["git_revision"] == "0123abc" or (ROOT / ".git").exists()
+    assert {r["features"] for r in merged["propagation"]} == {"fp32", "bf16"}
+    assert merged["end_to_end"][0]["frames"] == 6 and merged["memory"]
+    assert any(s["backend"] == "fast-triton" for s in merged["skipped"])  # no GPU: said why
+    assert "triton" in (out / "environment.txt").read_text()

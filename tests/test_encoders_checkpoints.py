@@ -226,3 +226,21 @@ def test_garbage_file_is_a_clear_error(tmp_path):
         load_encoder(path)
     with pytest.raises(HvcError, match="checkpoint not found"):
         load_encoder(tmp_path / "absent.pth")
+
+
+def test_half_precision_backend_casts_weights_once_with_autocast_results():
+    """Convolution weights are cast once, on a copy (autocast would cast them at every call,
+    every CUDA-graph replay): the features are bit for bit autocast's, the caller's module
+    keeps its fp32 weights."""
+    from hvc_runtime.encoder.backends.torch_module import TorchBackend
+    from hvc_runtime.encoder.checkpoints import random_encoder
+
+    encoder = random_encoder().eval()
+    frames = torch.rand(1, 3, 64, 96).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = encoder.to(memory_format=torch.channels_last)(frames)
+    backend = TorchBackend(encoder, torch.device("cpu"), "bf16")
+    assert torch.equal(backend(frames), expected)
+    assert all(p.dtype == torch.float32 for p in encoder.parameters())
+    casts = {p.dtype for p in backend._run.parameters()}
+    assert casts == {torch.bfloat16, torch.float32}  # convolutions bf16, normalisation fp32

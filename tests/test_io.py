@@ -195,6 +195,26 @@ def _png(folder):
     return other
 
 
+def test_jpeg_batches_nvjpeg_rejects_fall_back_to_the_cpu(tmp_path, monkeypatch):
+    """A batch the GPU decoder rejects is decoded on the CPU, frame by frame (no GPU here: the
+    device decode is made to fail as nvJPEG does on files it does not support)."""
+    from hvc_runtime.io import prefetch
+
+    real = prefetch.decode_jpeg
+
+    def nvjpeg_rejects(data, mode, device=None):
+        if device is not None:
+            raise RuntimeError("nvjpegDecode failed: JPEG not supported")
+        return real(data, mode=mode)
+
+    monkeypatch.setattr(prefetch, "decode_jpeg", nvjpeg_rejects)
+    source = _jpeg_folder(tmp_path, 5)
+    frames = list(decode_jpeg_batches(source, torch.device("cpu"), batch=2))
+    assert [f.index for f in frames] == list(range(5))
+    for frame, pil in zip(frames, source, strict=True):
+        assert np.abs(frame.host_rgb().astype(int) - pil.rgb).max() <= 1
+
+
 def test_jpeg_batches_name_a_broken_or_resized_frame(tmp_path):
     source = _jpeg_folder(tmp_path, 5)
     source.files[3].write_bytes(b"not a jpeg")

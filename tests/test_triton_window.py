@@ -31,7 +31,9 @@ from hvc_runtime.propagation import DensePropagator, FastPropagator, Propagation
 from hvc_runtime.propagation.fast import long_term_topk, windowed_topk
 from hvc_runtime.propagation.slots import SlotStore
 from hvc_runtime.propagation.triton_window import (
-    disk_bound,
+    _frame_groups,
+    _long_term_tile,
+    programs_per_sm,
     triton_long_term_topk,
     triton_windowed_topk,
     unique_windowed_topk,
@@ -165,7 +167,7 @@ def test_long_term_matches_long_term_topk(dtype, dim, positions, k, flat):
     generator = torch.Generator().manual_seed(dim)
     query = unit_features(dim, positions, generator, dtype)
     keys = unit_features(dim, positions, generator, dtype, flat)
-    values, cells = triton_long_term_topk(query, keys, k)
+    values, cells = triton_long_term_topk(query, keys.T.contiguous(), k)
     expected, _ = long_term_topk(query.float(), keys.float(), k)
     everywhere = torch.ones(positions, positions, dtype=torch.bool, device=DEVICE)
     assert_valid_picks(values, cells, query, keys.T, everywhere, expected)
@@ -173,10 +175,27 @@ def test_long_term_matches_long_term_topk(dtype, dim, positions, k, flat):
 
 @pytest.mark.parametrize("radius", [0.5, 1.0, 2.5, 3.0, 30.0])
 def test_disk_bound_selects_the_radius_pairs_inside_the_grid(radius):
-    bound = disk_bound(tile_windows(9, 13, radius, 4, DEVICE)).item()
+    bound = tile_windows(9, 13, radius, 4, DEVICE).disk_bound.item()
     offsets = torch.arange(-12, 13)
     squares = (offsets[:, None] ** 2 + offsets[None, :] ** 2)[4:-4].flatten()  # |dy| ≤ 8
     assert torch.equal(squares <= bound, squares <= _largest_square_inside(radius))
+
+
+def test_occupancy_from_registers_and_shared_memory():
+    """The sm_90 compiles: fp16 with Triton 3.8 (128 registers, 64 KiB) fits two programs of
+    8 warps, with Triton 3.6 (148) one, fp32 (169) one."""
+    assert programs_per_sm(128, 65536) == 2 and programs_per_sm(148, 65536) == 1
+    assert programs_per_sm(169, 32768) == 1 and programs_per_sm(64, 160 * 1024) == 1
+    assert programs_per_sm(32, 0) == 8
+
+
+def test_launches_fill_one_wave_without_a_tail():
+    """An H100 (132 SMs) at 480p: 112 tiles of 8×8 and 6,480 long-term queries."""
+    assert _frame_groups(132 * 2, 112, 50) == 2  # fp16: two programs per SM
+    assert _frame_groups(132, 112, 50) == 1  # fp32: 1 program per SM, 2 groups = 2 waves
+    assert _frame_groups(132 * 2, 112, 1) == 1 and _frame_groups(1, 112, 50) == 1
+    assert _long_term_tile(132 * 2, 6480) == 32  # 203 programs of 32 fill one wave
+    assert _long_term_tile(132, 6480) == 64  # 101 of 64: as fast as two waves of 32
 
 
 def test_fast_propagator_with_the_kernels_equals_the_reference():
@@ -194,9 +213,9 @@ def test_fast_propagator_with_the_kernels_equals_the_reference():
 
 AOT_COMPILE = textwrap.dedent(
     """
-    import torch, triton
+    import re, subprocess, tempfile, torch, triton
     from triton.backends.compiler import GPUTarget
-    from hvc_runtime.propagation.triton_window import _topk_kernel, kernel_meta
+    from hvc_runtime.propagation.triton_window import _topk_kernel, kernel_meta, programs_per_sm
 
     TYPES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
     for dtype, dim, tile_h, tile_w, disk in [
@@ -216,6 +235,17 @@ AOT_COMPILE = textwrap.dedent(
         kernel = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 8})
         assert kernel.asm["cubin"], "no sm_90 binary"
         assert ("wgmma" in kernel.asm["ptx"]) == (dtype != torch.float32), "tensor-core use"
+        # registers and shared memory decide how many programs share an SM
+        with tempfile.NamedTemporaryFile("w", suffix=".ptx") as ptx:
+            ptx.write(kernel.asm["ptx"])
+            ptx.flush()
+            report = subprocess.run([triton.knobs.nvidia.ptxas.path, "-v", "--gpu-name", "sm_90a",
+                                     ptx.name, "-o", "/dev/null"], capture_output=True, text=True)
+        registers = int(re.search(r"Used (\\d+) registers", report.stderr + report.stdout)[1])
+        assert " 0 bytes spill stores" in report.stderr + report.stdout, "register spills"
+        programs = programs_per_sm(registers, kernel.metadata.shared)
+        print(dtype, dim, registers, "registers", kernel.metadata.shared, "B shared", programs)
+        assert programs * registers * 32 * 8 <= 65536 and registers <= 255, (dtype, registers)
     """
 )
 
@@ -243,3 +273,4 @@ def test_kernel_compiles_for_h100():
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    print(result.stdout)  # registers per thread of each variant (pytest -s shows them)

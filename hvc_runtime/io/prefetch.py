@@ -114,14 +114,10 @@ def decode_jpeg_batches(
                 yield [(i, read_file(str(path))) for i, path in files[start : start + batch]]
 
     for chunk in read_ahead(read_batches(), depth):
-        try:
-            with quiet_torchvision_io():
-                images = decode_jpeg(
-                    [data for _, data in chunk], mode=ImageReadMode.RGB, device=device
-                )
-        except RuntimeError as exc:
+        images = _decode_on(device, [data for _, data in chunk])
+        if images is None:  # nvJPEG rejected one of them: these frames on the CPU instead
             names = ", ".join(source.files[i].name for i, _ in chunk)
-            raise HvcError(f"{source.path}: cannot decode JPEG frames {names} ({exc})") from exc
+            images = [_decode_on_cpu(data, source.path, names).to(device) for _, data in chunk]
         for (index, _), image in zip(chunk, images, strict=True):
             file = source.files[index]
             if tuple(image.shape[1:]) != (source.height, source.width):
@@ -130,3 +126,24 @@ def decode_jpeg_batches(
                     f"frame's {source.width}x{source.height}"
                 )
             yield Frame(index, file.stem, None, image.permute(1, 2, 0))
+
+
+def _decode_on(device: torch.device, data: list[torch.Tensor]) -> list[torch.Tensor] | None:
+    """JPEG bytes decoded on the GPU, or None where nvJPEG rejects them (some encoders' files
+    decode on the CPU only). The device is synchronised first: torchvision's batched decode
+    can race with work still queued on it (seen on H100s)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    try:
+        with quiet_torchvision_io():
+            return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+    except RuntimeError:
+        return None
+
+
+def _decode_on_cpu(data: torch.Tensor, folder, names: str) -> torch.Tensor:
+    try:
+        with quiet_torchvision_io():
+            return decode_jpeg(data, mode=ImageReadMode.RGB)
+    except RuntimeError as exc:
+        raise HvcError(f"{folder}: cannot decode JPEG frames {names} ({exc})") from exc

@@ -118,8 +118,11 @@ class OverlayVideoWriter:
         self._encoder: _PyAvEncoder | _OpenCvEncoder | None = None
         self.codec = "h264" if _pyav_has_h264() else "mp4v"
 
-    def write(self, rgb: np.ndarray, ids: np.ndarray) -> None:
-        self.worker.submit(lambda: self._write(rgb, ids))
+    def write(self, rgb: np.ndarray | Callable[[], np.ndarray], ids: np.ndarray) -> None:
+        """Queue a frame; `rgb` may be a callable giving the pixels (e.g. `Frame.host_rgb` of
+        a frame decoded on the GPU), so that the download happens on the writer's thread and
+        the segmenting loop never waits for it."""
+        self.worker.submit(lambda: self._write(rgb() if callable(rgb) else rgb, ids))
 
     def _write(self, rgb: np.ndarray, ids: np.ndarray) -> None:
         frame = overlay(rgb, ids)

@@ -35,6 +35,7 @@ from hvc_runtime.propagation.online import OnlinePropagator
 from hvc_runtime.propagation.ranking import expand_multiplicity
 from hvc_runtime.propagation.slots import SlotMemory, SlotStore
 from hvc_runtime.propagation.window import TileWindows, tile_windows
+from hvc_runtime.utils.devices import device_ints
 from hvc_runtime.utils.errors import HvcWarning, OptionError
 
 _CHUNK_BYTES = 128 * 2**20
@@ -75,6 +76,7 @@ class FastPropagator(OnlinePropagator):
         super().reset()
         self._windows: TileWindows | None = None
         self._store: SlotStore | None = None
+        self._long_term_rows: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def _new_memory(self, frame: int, channels: torch.Tensor) -> SlotMemory:
         if self._windows is None:
@@ -148,7 +150,12 @@ class FastPropagator(OnlinePropagator):
     def _triton_topk(self, query, reference, slots, multiplicity, k):
         from hvc_runtime.propagation import triton_window  # needs triton: imported on use
 
-        long_term = triton_window.triton_long_term_topk(query, reference, k)
+        # the reference frame channel-last, made once per reference (the entry holds the frame,
+        # so its id cannot be reused by another tensor while cached)
+        if id(reference) not in self._long_term_rows:
+            self._long_term_rows[id(reference)] = (reference, reference.T.contiguous())
+        _, rows = self._long_term_rows[id(reference)]
+        long_term = triton_window.triton_long_term_topk(query, rows, k)
         if not any(multiplicity):
             return long_term, None
         windowed = triton_window.triton_windowed_topk(query, slots, multiplicity, self._windows, k)
@@ -216,7 +223,7 @@ def windowed_topk(
         .reshape(windows.num_tiles, dim, tile * tile)
     )
     any_absent = 0 in multiplicity
-    multiplicity = torch.tensor(multiplicity, device=slots.device)
+    multiplicity = device_ints(tuple(multiplicity), torch.long, slots.device)
     absent = (multiplicity == 0)[None, None, :, None]
     cells = side * side
     unique_k = min(k, cells * frames)

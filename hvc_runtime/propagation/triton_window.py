@@ -29,14 +29,25 @@ import triton.language as tl
 
 from hvc_runtime.propagation.ranking import expand_multiplicity
 from hvc_runtime.propagation.window import TileWindows
+from hvc_runtime.utils.devices import device_ints
 
 _KEYS_PER_CHUNK = 64  # BK: key cells scored per step
 _ONE_DOT_BYTES = 512  # key rows up to this size are scored by one tl.dot (D = 256 in fp16)
 _DIM_CHUNK_BYTES = 128  # BD for longer rows: 64 fp16 or 32 fp32 channels per tl.dot
 _MIN_DOT = 16  # tl.dot needs every block dimension to be at least 16
-_LONG_TERM_QUERIES = 64  # queries per program for the long-term frame (one row of the grid)
-_PROGRAMS_PER_SM = 4  # frame groups are added until the GPU holds this many programs per SM
+_LONG_TERM_QUERIES = (64, 32)  # queries per long-term program: the first that fills the GPU
 _NUM_WARPS = 8
+# one-dot rows: load the next chunk's keys before ranking the current one, by hand, since the
+# insertion loop inside the chunk loop keeps Triton's pipeliner off it. sm_90, ptxas: fp16
+# 256-d 128 -> 170 registers a thread with Triton 3.8 (two programs per SM -> one), 148 -> 198
+# with 3.6 (one either way); the trade is unmeasured on a GPU: the GPU run settles it
+_PREFETCH_KEYS = True
+# programs of 8 warps an SM holds before the first launch tells (`_occupancy`), by feature
+# element size: sm_90 compiles (ptxas, no spills) of Triton 3.8 take 169 registers a thread in
+# fp32 (one program) and 124-128 in fp16/bf16 (two); Triton 3.6 takes 148 in fp16 (one)
+PROGRAMS_PER_SM = {4: 1, 2: 1}
+_SM_REGISTERS, _SM_SHARED = 65536, 228 * 1024  # sm_90, when the device does not say
+_occupancy: dict[tuple[int, int, bool], int] = {}  # (element size, D, disk) -> programs per SM
 
 
 def _packed_minus_inf() -> int:
@@ -76,45 +87,42 @@ def _unpack(packed):
 
 
 @triton.jit
-def _scores(
-    query_ptr,
-    keys_ptr,
-    query_cell,
-    query_ok,
-    key_row,
-    key_ok,
-    key_stride_d,
-    positions,
-    DIM: tl.constexpr,
-    BQ: tl.constexpr,
-    BK: tl.constexpr,
-    BD: tl.constexpr,
-    UPCAST: tl.constexpr,
+def _key_chunk(
+    s0, top, left, columns, cells, slot_row, key_stride_y, key_stride_x, BK: tl.constexpr
 ):
-    """[BQ, BK] fp32 dot products of queries (columns of [D, hw]) and key rows, D chunk by chunk.
+    """Window cells s0..s0+BK-1 of a frame: their rows and columns, validity, and key row
+    offsets (channel 0)."""
+    s = s0 + tl.arange(0, BK)
+    key_ok = s < cells
+    ky, kx = top + s // columns, left + s % columns
+    key_row = ky.to(tl.int64) * key_stride_y + kx.to(tl.int64) * key_stride_x + slot_row
+    return ky, kx, key_ok, key_row
 
-    With one chunk (BD ≥ DIM) the loop folds away and the query load is loop-invariant: the
-    compiler hoists it out of the kernel's loops (queries read once per program; with several
-    chunks the loop pipelines its loads instead). Masked loads read zeros: channels past DIM add nothing. UPCAST: the interpreter's tl.dot
-    multiplies bf16 bit patterns as integers, so there bf16 goes through fp32 (exact products)."""
-    acc = tl.zeros([BQ, BK], dtype=tl.float32)
-    for d0 in range(0, DIM, BD):
-        d = d0 + tl.arange(0, BD)
-        d_ok = d < DIM
-        q = tl.load(
-            query_ptr + d[None, :] * positions + query_cell[:, None],
-            mask=query_ok[:, None] & d_ok[None, :],
-            other=0.0,
-        )
-        keys = tl.load(
-            keys_ptr + key_row[:, None] + d.to(tl.int64)[None, :] * key_stride_d,
-            mask=key_ok[:, None] & d_ok[None, :],
-            other=0.0,
-        )
-        if UPCAST:
-            q, keys = q.to(tl.float32), keys.to(tl.float32)
-        acc = tl.dot(q, tl.trans(keys), acc, input_precision="ieee", out_dtype=tl.float32)
-    return acc
+
+@triton.jit
+def _queries(query_ptr, query_cell, query_ok, positions, d0, DIM: tl.constexpr, BD: tl.constexpr):
+    """Channels d0..d0+BD-1 of the tile's queries [BQ, BD] (zeros past DIM add nothing)."""
+    d = d0 + tl.arange(0, BD)
+    mask = query_ok[:, None] & (d < DIM)[None, :]
+    return tl.load(query_ptr + d[None, :] * positions + query_cell[:, None], mask=mask, other=0.0)
+
+
+@triton.jit
+def _keys(keys_ptr, key_row, key_ok, key_stride_d, d0, DIM: tl.constexpr, BD: tl.constexpr):
+    """Channels d0..d0+BD-1 of the key rows [BK, BD] (zeros past DIM or the window)."""
+    d = d0 + tl.arange(0, BD)
+    mask = key_ok[:, None] & (d < DIM)[None, :]
+    offsets = key_row[:, None] + d.to(tl.int64)[None, :] * key_stride_d
+    return tl.load(keys_ptr + offsets, mask=mask, other=0.0)
+
+
+@triton.jit
+def _dot(acc, q, keys, UPCAST: tl.constexpr):
+    """acc + q · keysᵀ in fp32. UPCAST: the interpreter's tl.dot multiplies bf16 bit patterns as
+    integers, so there bf16 goes through fp32 (exact products)."""
+    if UPCAST:
+        q, keys = q.to(tl.float32), keys.to(tl.float32)
+    return tl.dot(q, tl.trans(keys), acc, input_precision="ieee", out_dtype=tl.float32)
 
 
 @triton.jit
@@ -146,7 +154,7 @@ def _descending(running, KP: tl.constexpr):
     return ordered
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["num_active"])  # 1, 2-15, 16·n frames: one compiled kernel
 def _topk_kernel(
     query_ptr,  # [D, hw]
     keys_ptr,  # real cell (0, 0) of slot 0; cell (y, x) of slot u, channel d at the strides
@@ -172,6 +180,7 @@ def _topk_kernel(
     KP: tl.constexpr,
     DISK: tl.constexpr,
     UPCAST: tl.constexpr,
+    PREFETCH: tl.constexpr,
 ):
     """One query tile (program axis 0) against the frames of one frame group (axis 1)."""
     tile_id = tl.program_id(0)
@@ -194,21 +203,34 @@ def _topk_kernel(
 
     # distinct placeholders (-inf, 0..KP-1), so that `_insert` replaces exactly one entry
     running = tl.zeros([BQ, KP], tl.int64) + (tl.arange(0, KP).to(tl.int64) + _MINUS_INF)[None, :]
+    zeros = tl.zeros([BQ, BK], dtype=tl.float32)
+    if PREFETCH:  # one dot per chunk: the queries once per program
+        q = _queries(query_ptr, query_cell, query_ok, positions, 0, DIM, BD)
     for f in range(group, num_active, groups):
         slot = tl.load(active_ptr + f)
-        for s0 in range(0, cells, BK):
-            s = s0 + tl.arange(0, BK)
-            key_ok = s < cells
-            ky, kx = top + s // columns, left + s % columns
-            key_row = (
-                ky.to(tl.int64) * key_stride_y
-                + kx.to(tl.int64) * key_stride_x
-                + slot.to(tl.int64) * key_stride_slot
+        slot_row = slot.to(tl.int64) * key_stride_slot
+        if PREFETCH:  # the first chunk's keys; every step loads the next chunk's before it ranks
+            _, _, key_ok, key_row = _key_chunk(
+                0, top, left, columns, cells, slot_row, key_stride_y, key_stride_x, BK
             )
-            scores = _scores(
-                query_ptr, keys_ptr, query_cell, query_ok, key_row, key_ok, key_stride_d,
-                positions, DIM, BQ, BK, BD, UPCAST,
-            )  # fmt: skip
+            keys = _keys(keys_ptr, key_row, key_ok, key_stride_d, 0, DIM, BD)
+        for s0 in range(0, cells, BK):
+            ky, kx, key_ok, key_row = _key_chunk(
+                s0, top, left, columns, cells, slot_row, key_stride_y, key_stride_x, BK
+            )
+            if PREFETCH:
+                current = keys
+                _, _, next_ok, next_row = _key_chunk(
+                    s0 + BK, top, left, columns, cells, slot_row, key_stride_y, key_stride_x, BK
+                )
+                keys = _keys(keys_ptr, next_row, next_ok, key_stride_d, 0, DIM, BD)
+                scores = _dot(zeros, q, current, UPCAST)
+            else:
+                scores = zeros
+                for d0 in range(0, DIM, BD):
+                    chunk = _keys(keys_ptr, key_row, key_ok, key_stride_d, d0, DIM, BD)
+                    queries = _queries(query_ptr, query_cell, query_ok, positions, d0, DIM, BD)
+                    scores = _dot(scores, queries, chunk, UPCAST)
             ok = key_ok[None, :]
             if DISK:
                 dy, dx = ky[None, :] - qy[:, None], kx[None, :] - qx[:, None]
@@ -229,6 +251,32 @@ def _topk_kernel(
 _INTERPRETED = not isinstance(_topk_kernel, triton.runtime.JITFunction)
 
 
+def _interpreter_loop_bounds_from_scalars() -> None:
+    """Let loops whose bounds are kernel scalars run in Triton's interpreter before 3.8.
+
+    The interpreter holds a scalar as a one-element array and, before 3.8 (3.6 seen), turns it
+    into a `range` bound with `int(array)`, which NumPy 2.4 rejects ("only 0-dimensional arrays
+    can be converted to Python scalars"); 3.8 squeezes first. Compiled kernels never take this
+    path (their loops are scf.for with device bounds), so only interpreted runs are patched."""
+    from triton.runtime import interpreter
+
+    version = tuple(int(part) for part in triton.__version__.split(".")[:2])
+    if version >= (3, 8) or getattr(interpreter._patch_lang_tensor, "squeezes", False):
+        return
+    patch_tensor = interpreter._patch_lang_tensor
+
+    def squeezing(tensor, scope) -> None:
+        patch_tensor(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.item()))
+
+    squeezing.squeezes = True
+    interpreter._patch_lang_tensor = squeezing
+
+
+if _INTERPRETED:
+    _interpreter_loop_bounds_from_scalars()
+
+
 def triton_windowed_topk(
     query: torch.Tensor,
     slots: torch.Tensor,
@@ -244,7 +292,7 @@ def triton_windowed_topk(
     rounded back), and that the optional last argument sets how many programs share each
     tile's frames instead of how many tiles one step scores."""
     values, flat = unique_windowed_topk(query, slots, multiplicity, windows, k, frame_groups)
-    counts = torch.tensor(multiplicity, device=slots.device)
+    counts = device_ints(tuple(multiplicity), torch.long, slots.device)
     return expand_multiplicity(values, flat, counts[flat // query.shape[1]], k)
 
 
@@ -269,35 +317,38 @@ def unique_windowed_topk(
     side = tile + 2 * margin
     unique_k = min(k, side * side * frames)
     active = [slot for slot, count in enumerate(multiplicity) if count > 0]
-    groups = frame_groups or _frame_groups(slots.device, windows.num_tiles)
+    slots_free = _program_slots(slots.device, (slots.dtype.itemsize, query.shape[0], True))
+    groups = frame_groups or _frame_groups(slots_free, windows.num_tiles, len(active))
     groups = max(1, min(groups, len(active)))
     keys = slots[margin:, margin:]  # real cell (0, 0) first: [≥h, ≥w, U, D]
     return _launch(
         query,
         keys,
         keys.stride(),
-        torch.tensor(active, dtype=torch.int32, device=slots.device),
-        disk_bound(windows),
+        device_ints(tuple(active), torch.int32, slots.device),
+        windows.disk_bound,
         _Geometry(height, width, tile, tile, margin, groups),
         unique_k,
     )
 
 
 def triton_long_term_topk(
-    query: torch.Tensor, keys: torch.Tensor, k: int
+    query: torch.Tensor, rows: torch.Tensor, k: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`fast.long_term_topk` fused: top-k' fp32 scores [hw, k'] and key cells of every query
-    against a whole frame ([D, hw] each), k' = min(k, hw). The grid is scanned as one row; the
-    keys are copied channel-last (hw · D elements) so that key rows load as the slots' do."""
-    positions = keys.shape[1]
-    rows = keys.T.contiguous()
+    ([D, hw]) against a whole frame given channel-last (`rows`: [hw, D], the frame's features
+    transposed and made contiguous once per reference frame, so key rows load as the slots'
+    do), k' = min(k, hw). The grid is scanned as one row."""
+    positions = rows.shape[0]
+    key = (rows.dtype.itemsize, query.shape[0], False)
+    tile = _long_term_tile(_program_slots(rows.device, key), positions)
     return _launch(
         query,
         rows,
         (0, rows.stride(0), 0, 1),  # (y, x, slot, channel)
-        torch.zeros(1, dtype=torch.int32, device=keys.device),  # the only slot
+        device_ints((0,), torch.int32, rows.device),  # the only slot
         None,
-        _Geometry(1, positions, 1, _LONG_TERM_QUERIES, margin=positions, groups=1),
+        _Geometry(1, positions, 1, tile, margin=positions, groups=1),
         min(k, positions),
     )
 
@@ -322,7 +373,7 @@ def _launch(
     flat = torch.empty(values.shape, dtype=torch.long, device=keys.device)
     tiles_x = -(-grid.width // grid.tile_w)
     tiles = -(-grid.height // grid.tile_h) * tiles_x
-    _topk_kernel[(tiles, grid.groups)](
+    kernel = _topk_kernel[(tiles, grid.groups)](
         query.contiguous(),
         keys,
         active,
@@ -339,6 +390,13 @@ def _launch(
         **meta,
         num_warps=_NUM_WARPS,
     )
+    key = (keys.dtype.itemsize, dim, disk is not None)
+    if (
+        keys.is_cuda
+        and key not in _occupancy
+        and (found := launched_occupancy(kernel, keys.device))
+    ):
+        _occupancy[key] = found
     if grid.groups == 1:
         return values[0, :, :unique_k], flat[0, :, :unique_k]
     top = values.permute(1, 0, 2).reshape(positions, -1).topk(unique_k, dim=1)
@@ -365,29 +423,57 @@ def kernel_meta(
         "BD": max(_MIN_DOT, whole if one_dot else _DIM_CHUNK_BYTES // element_size),
         "KP": kp,
         "UPCAST": _INTERPRETED and dtype == torch.bfloat16,
+        "PREFETCH": one_dot and _PREFETCH_KEYS,
     }
 
 
-def _frame_groups(device: torch.device, tiles: int) -> int:
-    """Frame groups per tile so that a GPU holds `_PROGRAMS_PER_SM` programs per SM (CPU: 1)."""
+def programs_per_sm(
+    registers: int, shared: int, sm_registers: int = _SM_REGISTERS, sm_shared: int = _SM_SHARED
+) -> int:
+    """Programs of `_NUM_WARPS` warps an SM holds with these registers a thread and bytes of
+    shared memory a program (registers are allocated 8 a thread at a time); at least 1."""
+    by_registers = sm_registers // (-(-registers // 8) * 8 * 32 * _NUM_WARPS)
+    by_shared = sm_shared // shared if shared else by_registers
+    return max(1, min(by_registers, by_shared))
+
+
+def launched_occupancy(kernel, device: torch.device) -> int | None:
+    """`programs_per_sm` of a launched kernel on `device`, from what its binary uses (the
+    registers differ between Triton versions); None where Triton does not say."""
+    registers = getattr(kernel, "n_regs", 0)
+    if not registers:
+        return None
+    properties = torch.cuda.get_device_properties(device)
+    return programs_per_sm(
+        registers,
+        getattr(getattr(kernel, "metadata", None), "shared", 0),
+        getattr(properties, "regs_per_multiprocessor", _SM_REGISTERS),
+        getattr(properties, "shared_memory_per_multiprocessor", _SM_SHARED),
+    )
+
+
+def _program_slots(device: torch.device, key: tuple[int, int, bool]) -> int:
+    """Programs the GPU runs at once for the kernel variant `key` (element size, D, disk):
+    SMs × what its first launch showed, or `PROGRAMS_PER_SM` before (CPU: 1)."""
     if device.type != "cuda":
         return 1
     sms = torch.cuda.get_device_properties(device).multi_processor_count
-    return -(-_PROGRAMS_PER_SM * sms // tiles)
+    return sms * _occupancy.get(key, PROGRAMS_PER_SM.get(key[0], 1))
 
 
-def disk_bound(windows: TileWindows) -> torch.Tensor:
-    """The largest dy² + dx² of a query/key pair `windows.outside` admits ([1] int32).
+def _frame_groups(program_slots: int, tiles: int, frames: int) -> int:
+    """Frame groups per tile: as many as one wave of `program_slots` programs holds (at most
+    one per frame). More would only add a tail wave and lists to merge, as 4 per SM did."""
+    return max(1, min(frames, program_slots // tiles))
 
-    `TileWindows` keeps the disk only as a mask, and `dy² + dx² ≤ bound` selects exactly the
-    same pairs inside the grid: every admitted pair is within the bound, and every pair within
-    it is within the radius. Device ops only, so no host synchronisation."""
-    tile, margin = windows.tile, windows.margin
-    side = tile + 2 * margin
-    device = windows.outside.device
-    offset = torch.arange(side, device=device) - margin  # window cell minus query, per axis
-    inside_tile = torch.arange(tile, device=device)
-    dy = offset.repeat_interleave(side)[:, None] - inside_tile.repeat_interleave(tile)[None]
-    dx = offset.repeat(side)[:, None] - inside_tile.repeat(tile)[None]  # [S, B²] like `outside`
-    admitted = (~windows.outside).any(0)
-    return torch.where(admitted, dy**2 + dx**2, -1).amax().to(torch.int32).reshape(1)
+
+def _long_term_tile(program_slots: int, positions: int) -> int:
+    """Queries per long-term program: the widest of `_LONG_TERM_QUERIES` with the shortest
+    estimated run (waves × queries per program): at 480p, 6,480 cells make 101 programs of
+    64, fewer than an H100 holds, and 203 of 32 fill it."""
+
+    def run(width: int) -> int:
+        programs = -(-positions // width)
+        return -(-programs // program_slots) * width
+
+    return min(_LONG_TERM_QUERIES, key=run)

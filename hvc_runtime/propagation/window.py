@@ -52,6 +52,7 @@ class TileWindows:
     outside: torch.Tensor  # [T, S, B²] key outside the grid or outside the query's disk
     query_slot: torch.Tensor  # [h*w] row of each real cell in the [T*B²] tile-major order
     row_bands: tuple[tuple[int, int, int, int], ...]  # (key rows a0:a1, query columns q0:q1)
+    disk_bound: torch.Tensor  # [1] int32: `disk_bound` of these windows, made once per video
 
 
 def tile_windows(
@@ -92,7 +93,24 @@ def tile_windows(
         outside,
         query_slot,
         row_bands(tile, margin),
+        disk_bound(outside, tile, margin),
     )
+
+
+def disk_bound(outside: torch.Tensor, tile: int, margin: int) -> torch.Tensor:
+    """The largest dy² + dx² of a query/key pair `outside` ([T, S, B²]) admits ([1] int32).
+
+    `TileWindows` keeps the disk as a mask, and `dy² + dx² ≤ bound` selects exactly the same
+    pairs inside the grid: every admitted pair is within the bound, and every pair within it is
+    within the radius. Device ops only, so no host synchronisation."""
+    side = tile + 2 * margin
+    device = outside.device
+    offset = torch.arange(side, device=device) - margin  # window cell minus query, per axis
+    inside_tile = torch.arange(tile, device=device)
+    dy = offset.repeat_interleave(side)[:, None] - inside_tile.repeat_interleave(tile)[None]
+    dx = offset.repeat(side)[:, None] - inside_tile.repeat(tile)[None]  # [S, B²] like `outside`
+    admitted = (~outside).any(0)
+    return torch.where(admitted, dy**2 + dx**2, -1).amax().to(torch.int32).reshape(1)
 
 
 def row_bands(tile: int, margin: int) -> tuple[tuple[int, int, int, int], ...]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from hvc_runtime.utils.errors import OptionError
@@ -25,3 +27,17 @@ def resolve_device(name: str | torch.device) -> torch.device:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise OptionError("device", name, "MPS is not available on this machine; use cpu")
     return device
+
+
+@functools.lru_cache(maxsize=256)
+def device_ints(values: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """`values` as a [N] tensor on `device`, uploaded once per distinct tuple and cached.
+
+    Per-frame bookkeeping (slot multiplicities, active slots, object ids) repeats from frame to
+    frame; a plain `torch.tensor(list, device=cuda)` copies from pageable memory, so the host
+    waits for the GPU's queue every frame. On CUDA the first upload is pinned and asynchronous.
+    Callers must not modify the tensor (it is shared)."""
+    host = torch.tensor(values, dtype=dtype)
+    if device.type == "cuda":
+        return host.pin_memory().to(device, non_blocking=True)
+    return host.to(device)

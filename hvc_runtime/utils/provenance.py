@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Iterable
 from importlib import metadata
@@ -19,11 +20,13 @@ LIBRARIES = (
     "onnxruntime",
     "onnxruntime-gpu",
     "tensorrt",
+    "triton",
 )
 
 
 def git_revision() -> str:
-    """The commit of the hvc checkout, or "unknown" outside a git checkout."""
+    """The commit of the hvc checkout; outside one, `HVC_COMMIT` (a tree copied to a GPU
+    machine travels without .git, so its caller names the commit), else "unknown"."""
     try:
         done = subprocess.run(
             ["git", "-C", str(Path(__file__).parent), "rev-parse", "HEAD"],
@@ -32,8 +35,9 @@ def git_revision() -> str:
             timeout=5,
         )
     except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    return done.stdout.strip() or "unknown"
+        done = None
+    found = done.stdout.strip() if done is not None and done.returncode == 0 else ""
+    return found or os.environ.get("HVC_COMMIT", "").strip() or "unknown"
 
 
 def library_versions(names: Iterable[str] = LIBRARIES) -> dict[str, str]:

@@ -3,20 +3,29 @@ in half precision channels-last when asked."""
 
 from __future__ import annotations
 
+import copy
+
 import torch
+from torch import nn
 
 from hvc_runtime.encoder.network import InferenceEncoder
 from hvc_runtime.encoder.precision import DTYPES
 from hvc_runtime.utils.errors import OptionError
 
 GRAPH_WARMUP = 3  # eager calls on a side stream before capture (cuDNN picks its algorithms)
+_CAST_BY_AUTOCAST = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)  # its lower-precision ops
 
 
 class TorchBackend:
     """Runs an `InferenceEncoder` on `device` (the module is moved there, in place).
 
     In fp16/bf16 the convolutions run under autocast on channels-last tensors, the layout
-    tensor cores and oneDNN prefer; `compile=True` wraps the module in `torch.compile`
+    tensor cores and oneDNN prefer, and the weights of the layers autocast runs in half
+    precision (convolutions, linear) are cast once, on a copy of the module: autocast would
+    cast them again at every call, and inside a CUDA graph at every replay (its cache is off
+    during capture). The results are the same: autocast casts those weights to the same dtype
+    and leaves tensors already in it alone; normalisation layers keep their fp32 parameters.
+    `compile=True` wraps the module in `torch.compile`
     (compiled on the first frame, recompiled only when the frame size changes);
     `cuda_graphs=True` captures one CUDA graph per frame shape and replays it, so a frame
     costs one launch instead of one per layer (the encoder at batch 1 is launch-bound).
@@ -37,6 +46,7 @@ class TorchBackend:
         self.channels_last = self.dtype != torch.float32
         module = encoder.to(self.device).eval()
         if self.channels_last:
+            module = _cast_autocast_weights(copy.deepcopy(module), self.dtype)
             module = module.to(memory_format=torch.channels_last)
         self.feature_dim = encoder.feature_dim
         self._run = torch.compile(module, dynamic=False) if compile else module
@@ -57,6 +67,14 @@ class TorchBackend:
             frames = frames.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.channels_last):
             return self._run(frames)
+
+
+def _cast_autocast_weights(module: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """`module` with the parameters of the layers autocast runs in `dtype` cast to it."""
+    for layer in module.modules():
+        if isinstance(layer, _CAST_BY_AUTOCAST):
+            layer.to(dtype)
+    return module
 
 
 class _Graph:
