@@ -110,6 +110,8 @@ def test_recolour_changes_colours_not_positions(videos):
 def test_recipes_and_their_layers(tmp_path):
     official = load_config(None, {"recipe": "official"})
     assert all(getattr(official, key) == value for key, value in OFFICIAL.items())
+    assert official == TrainConfig()  # the default is the official recipe
+    assert not official.channels_last and official.deterministic  # as the official code runs
     (tmp_path / "c.toml").write_text('recipe = "official"\nseed = 3\n')
     config = load_config(tmp_path / "c.toml", {"lr": 5e-4})
     assert (config.seed, config.lr, config.normalization) == (3, 5e-4, "cifar10")
