@@ -60,6 +60,7 @@ from hvc_runtime.checkpoints import load_encoder
 from hvc_runtime.devices import resolve_device
 from hvc_runtime.encoders import StrideEightResNet
 from hvc_runtime.errors import HvcError
+from hvc_runtime.interrupts import interrupts_raise
 from hvc_runtime.io.frames import frame_files
 from hvc_runtime.terminal import user_errors
 from hvc_train.data import BatchStream, index_videos
@@ -124,7 +125,9 @@ def run_official(
     command = [sys.executable, "-c", OFFICIAL_BOOT, f"--data-path={data}"]
     command += [f"--output-dir={work}", f"--epochs={total_epochs}", *args]
     stop_mark = f"Epoch: [{epochs + 1}]"  # printed after the first step of the next epoch
-    with log.open("w") as sink:
+    # its own session, so its DataLoader workers stop with it; a SIGTERM to this process
+    # (the call's `timeout`) raises here, so the `finally` stops it and no run outlives the call
+    with log.open("w") as sink, interrupts_raise():
         process = subprocess.Popen(
             command,
             cwd=checkout,
@@ -143,7 +146,11 @@ def run_official(
         finally:
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGTERM)
-            process.wait()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
     done = [work / f"hvc_epoch_{e}.pth" for e in range(1, epochs + 1)]
     missing = [p.name for p in done if not p.is_file()]
     if missing:
@@ -233,7 +240,7 @@ def main(
             )
             names.append(name)
             run_dir = scratch / name
-            health = HealthLog(record, probe, key=f"{name}/health")
+            health = HealthLog(record, probe, config.seed, key=f"{name}/health")
             record.update(
                 **{f"{name}/training": train_within(config, run_dir, RUN_BUDGET_S, health)}
             )

@@ -18,7 +18,10 @@ Prepare here, then run on the device (two calls back to back; the data is ~115 M
     # call 2, carry [".carry/issue16/p1"], timeout_s 560 (about 8 minutes on an H100):
     python3 -m benchmarks.gpu_carry receive .carry/issue16/p1 && \\
         COMMIT=$(cat /tmp/hvc-carry/data/COMMIT) timeout 540 python3 -m benchmarks.train_call \\
-        --data /tmp/hvc-carry/data/davis2016 --out $OUT
+        --data /tmp/hvc-carry/data/davis2016 --run-dir /tmp/hvc-train-run --out $OUT
+
+If the record says `stopped_early`, the same command with `--resume`, in the next call while the
+machine is warm, continues that run exactly to 2,296 steps.
 
 `--smoke` runs the same code on a tiny tree on the CPU in about a minute (tests/test_gpu_calls.py).
 """
@@ -32,6 +35,7 @@ import signal
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -52,12 +56,14 @@ from benchmarks.gpu_calls import (
 )
 from hvc_runtime.checkpoints import CheckpointHeader, load_encoder, random_encoder, save_encoder
 from hvc_runtime.devices import resolve_device
-from hvc_runtime.interrupts import Interrupted
+from hvc_runtime.errors import OptionError
+from hvc_runtime.interrupts import Interrupted, interrupts_raise
 from hvc_runtime.terminal import user_errors
 from hvc_train.config import TrainConfig
 from hvc_train.health import spatial_convs
 from hvc_train.loop import HealthPoint, train
-from hvc_train.rundir import ENCODER
+from hvc_train.model import HVCNetwork
+from hvc_train.rundir import CHECKPOINT, ENCODER
 
 app = typer.Typer(add_completion=False, help=__doc__)
 RECORD = "train_call.json"
@@ -92,17 +98,26 @@ def run_config(davis: Path, smoke: bool, workers: int, device: str, **changes: A
     )
 
 
+def initial_weights(seed: int) -> dict[str, torch.Tensor]:
+    """The k×k trunk filters a run with `seed` starts from (the trainer seeds, then builds the
+    network), so the change since step 0 is measured after a resume too."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        trunk = HVCNetwork().online_encoder
+    return {name: weight.detach() for name, weight in spatial_convs(trunk).items()}
+
+
 class HealthLog:
     """`train(on_health=...)`: each measurement, and the yardstick figures of the trunk at that
     step (the change measured from step 0), appended to the record at once."""
 
-    def __init__(self, record: Record, probe: torch.Tensor, key: str = "health") -> None:
+    def __init__(self, record: Record, probe: torch.Tensor, seed: int, key: str = "health") -> None:
         self.record, self.probe, self.key = record, probe, key
-        self.initial: dict[str, torch.Tensor] | None = None
+        self.initial = initial_weights(seed)
 
     def __call__(self, point: HealthPoint) -> None:
-        if self.initial is None:
-            self.initial = {n: w.detach().clone() for n, w in spatial_convs(point.trunk).items()}
+        device = next(point.trunk.parameters()).device
+        self.initial = {name: weight.to(device) for name, weight in self.initial.items()}
         yardstick = yardstick_health(point.trunk, self.probe, self.initial)
         self.record.append(
             self.key,
@@ -122,24 +137,40 @@ class HealthLog:
 
 
 def train_within(
-    config: TrainConfig, run_dir: Path, budget_s: float, on_health: HealthLog
+    config: TrainConfig,
+    run_dir: Path,
+    budget_s: float,
+    on_health: Callable[[HealthPoint], None],
+    resume: bool = False,
 ) -> dict[str, Any]:
-    """Train; past `budget_s` seconds a SIGTERM stops it after the current step with a
-    checkpoint, and the encoder is exported from that checkpoint. Returns what happened."""
+    """Train (or continue the run in `run_dir`); past `budget_s` seconds a SIGTERM stops it
+    after the current step with a checkpoint, and the encoder is exported from that
+    checkpoint. Returns what happened. (A SIGTERM before the loop can stop cleanly raises
+    `Interrupted` instead of killing the process.)"""
     timer = threading.Timer(budget_s, os.kill, (os.getpid(), signal.SIGTERM))
     timer.daemon = True
     began = time.perf_counter()
     timer.start()
     try:
-        result = train(config, run_dir, force=True, show_progress=False, on_health=on_health)
+        with interrupts_raise():
+            result = train(
+                config,
+                run_dir,
+                resume=resume,
+                force=not resume,
+                show_progress=False,
+                on_health=on_health,
+            )
         stopped = None
     except Interrupted as stop:
+        if not (run_dir / CHECKPOINT).is_file():
+            raise
         stopped = stop.detail
     finally:
         timer.cancel()
     seconds = time.perf_counter() - began
     if stopped is not None:  # export the checkpoint's trunk: resume with no step left
-        saved = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True)
+        saved = torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=True)
         config = dataclasses.replace(config, max_steps=saved["step"])
         result = train(config, run_dir, resume=True, show_progress=False)
     return {
@@ -185,9 +216,16 @@ def main(
     run_dir: Annotated[
         Path | None, typer.Option(help="Training run folder (default: a temporary one).")
     ] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue the run in --run-dir (a call that stopped early).")
+    ] = False,
 ) -> None:
     """Train the default recipe, export it as fp16, and measure its health and J&F."""
     with user_errors(), tempfile.TemporaryDirectory(prefix="hvc-train-call-") as tmp:
+        if resume and run_dir is None:
+            raise OptionError(
+                "resume", resume, "needs --run-dir, the folder of the run to continue"
+            )
         torch_device = resolve_device(device)
         record = Record(out / RECORD, **call_environment(torch_device, smoke))
         davis = require_davis(data)
@@ -195,9 +233,9 @@ def main(
             davis = smoke_tree(davis, Path(tmp) / "davis")
         config = run_config(davis, smoke, workers, torch_device.type)
         record.update(config=config.to_dict(), recipe="default (official, default layout)")
-        health = HealthLog(record, yardstick_probe(davis))
+        health = HealthLog(record, yardstick_probe(davis), config.seed)
         folder = run_dir or Path(tmp) / "run"
-        record.update(training=train_within(config, folder, train_budget_s, health))
+        record.update(training=train_within(config, folder, train_budget_s, health, resume))
         steps = record.data["training"]["steps"]
         encoder = out / ENCODER_FP16
         record.update(encoder=export_fp16(folder, encoder, config, steps))

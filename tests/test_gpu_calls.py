@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,8 @@ from safetensors import safe_open
 from typer.testing import CliRunner
 
 from benchmarks import cause_call, gpu_carry, train_call
+from benchmarks.gpu_calls import smoke_tree
+from hvc_runtime.checkpoints import load_encoder
 from tests.conftest import DAVIS2016, smooth_texture
 
 OFFICIAL = Path(os.environ.get("HVC_OFFICIAL", Path(__file__).parents[1] / ".carry/official-hvc"))
@@ -36,6 +39,25 @@ def test_train_call_smoke(tmp_path):
     assert record["encoder"]["sha256"] and "update_dc_share/layer1" in record["encoder_yardstick"]
     for key in ("dev_jf", "random_encoder_dev_jf"):
         assert 0 <= record[key]["jf"] <= 100 and len(record[key]["per_sequence"]) == 2
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_a_call_past_its_budget_exports_the_last_checkpoint_and_resumes(tmp_path):
+    """What the budget's SIGTERM does: here the health callback sends it after step 2."""
+    davis = smoke_tree(DAVIS2016, tmp_path / "davis")
+    config = train_call.run_config(davis, True, 0, "cpu", health_every=1)
+
+    def stop_at_two(point):
+        if point.step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    run = tmp_path / "run"
+    stopped = train_call.train_within(config, run, budget_s=600, on_health=stop_at_two)
+    assert stopped["steps"] == 2 and "stopped after step 2" in stopped["stopped_early"]
+    assert load_encoder(run / "encoder.safetensors").trained
+    resumed = train_call.train_within(config, run, 600, lambda point: None, resume=True)
+    assert resumed["steps"] == 4 and resumed["stopped_early"] is None
 
 
 @pytest.fixture(scope="module")
