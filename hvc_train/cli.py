@@ -79,7 +79,9 @@ def main(
     ] = None,
     amp: Annotated[str | None, typer.Option(help="auto, none, fp16 or bf16.")] = None,
     compile: Switch = None,
-    channels_last: Switch = None,
+    channels_last: Annotated[
+        bool | None, typer.Option(help="Channels-last layout (default off, as the official code).")
+    ] = None,
     deterministic: Annotated[
         bool | None, typer.Option(help="Deterministic cuDNN algorithms.")
     ] = None,

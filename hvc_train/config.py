@@ -1,7 +1,8 @@
 """The typed training configuration: a recipe's defaults, then a TOML/YAML file, then flags.
 
-`TrainConfig()` is the project's recipe (see `hvc_train.recipes`); `recipe = "official"` in a
-file, or `--recipe official`, starts from the official one instead. Every value is checked for
+`TrainConfig()` is the project's default recipe, the official one in the default memory layout
+(see `hvc_train.recipes`); `recipe = "official"` in a file, or `--recipe official`, pins the
+official values explicitly. Every value is checked for
 its type and range here, so a bad file or flag ends with one line naming the key.
 """
 
@@ -33,20 +34,20 @@ class TrainConfig:
     epochs: int = 20
     max_steps: int | None = None  # stop early; the EMA schedule still spans `epochs`
     frames_per_video: int = 80
-    min_crop: float = 0.2  # crop area range, as a share of the image (official: 0)
+    min_crop: float = 0.0  # crop area range, as a share of the image (official: U(0, 1))
     max_crop: float = 1.0
     color_jitter: float = 0.0  # brightness/contrast/saturation factors in [1-s, 1+s] (0: off)
     grayscale: float = 0.0  # probability that a view is turned grey
-    lr: float = 3e-4  # official: 1e-3
+    lr: float = 1e-3  # official, constant
     warmup_steps: int = 0  # linear learning-rate warm-up from 0
     fixed_filter_means: bool = False  # hold each k×k trunk filter's mean at its initial value
     pos_radius: float = 0.1  # official value (PixPro's own default is 0.7)
     dynamic_sign: float = 1.0  # official: reward +cos between forward and backward flows
-    normalization: str = "imagenet"  # matches inference; the official trains with "cifar10"
+    normalization: str = "cifar10"  # official training statistics (inference: ImageNet)
     momentum: float = 0.99
     amp: str = "auto"  # auto (fp16 on CUDA, off on CPU), none, fp16, bf16
     compile: bool = False
-    channels_last: bool = True
+    channels_last: bool = False  # official default layout; see hvc_train.recipes
     deterministic: bool = True  # cuDNN deterministic algorithms, no benchmark (official)
     seed: int = 42
     workers: int = 4

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 
+from hvc_runtime.encoder.network import StrideEightResNet
 from hvc_runtime.utils.devices import resolve_device
 from hvc_runtime.utils.distributed import (
     DistContext,
@@ -60,6 +62,18 @@ class TrainResult:
     health: list[tuple[int, HealthFigures]] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class HealthPoint:
+    """What `train(on_health=...)` is told each time the health figures are measured: a caller
+    can record them as they come (a run cut short keeps its trajectory) or measure the
+    current online trunk on its own probe."""
+
+    step: int
+    figures: HealthFigures
+    images_per_second: float  # since this process started stepping (0 before the first step)
+    trunk: StrideEightResNet  # the online trunk itself (layer4 included), not a copy
+
+
 def build_index(config: TrainConfig) -> FrameIndex:
     if not config.videos and not config.images:
         raise HvcError("no training data: the config sets neither videos nor images")
@@ -74,8 +88,10 @@ def train(
     resume: bool = False,
     force: bool = False,
     show_progress: bool = True,
+    on_health: Callable[[HealthPoint], None] | None = None,
 ) -> TrainResult:
     """Train (or continue training) into `run_dir`; see `TrainConfig` for the knobs.
+    `on_health` is called on rank 0 after each health measurement.
 
     A first SIGINT/SIGTERM stops after the current step with a checkpoint and raises
     `Interrupted` saying where; a second one stops at once."""
@@ -94,7 +110,8 @@ def train(
                 save_config(config, run_dir / CONFIG)
             if context.enabled:
                 torch.distributed.barrier()
-            return _RunLoop(config, index, run_dir, device, context, show_progress).run(resume)
+            loop = _RunLoop(config, index, run_dir, device, context, show_progress, on_health)
+            return loop.run(resume)
     finally:
         shutdown(context)
 
@@ -130,8 +147,10 @@ class _RunLoop:
         device: torch.device,
         context: DistContext,
         show_progress: bool,
+        on_health: Callable[[HealthPoint], None] | None = None,
     ) -> None:
         self.config = config
+        self.on_health = on_health
         self.data = list(config.videos) + list(config.images)
         self.run_dir = run_dir
         self.device = device
@@ -271,6 +290,9 @@ class _RunLoop:
         figures = self.trainer.health(self.probe)
         self.result.health.append((self.step, figures))
         reporter.health(self.step, figures, self.thresholds.problems(figures))
+        if self.on_health is not None:
+            trunk = self.trainer.network.online_encoder
+            self.on_health(HealthPoint(self.step, figures, self.result.images_per_second, trunk))
 
     def _validate(self, reporter: Reporter) -> None:
         score = self.trainer.validate()

@@ -195,7 +195,7 @@ def test_cli_resume_reads_the_saved_config(image_tree, tmp_path):
 def test_config_file_and_flags(tmp_path):
     (tmp_path / "c.toml").write_text('images = ["x"]\nbatch_size = 16\npos_radius = 0.7\n')
     config = load_config(tmp_path / "c.toml", {"batch_size": 8, "lr": None})
-    assert (config.batch_size, config.pos_radius, config.lr) == (8, 0.7, 3e-4)
+    assert (config.batch_size, config.pos_radius, config.lr) == (8, 0.7, 1e-3)
     (tmp_path / "c.yaml").write_text("images: [x]\nnormalization: imagenet\n")
     assert load_config(tmp_path / "c.yaml", {}).normalization == "imagenet"
     (tmp_path / "bad.toml").write_text("batch = 3\n")

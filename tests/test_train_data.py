@@ -19,6 +19,7 @@ from hvc_train.config import TrainConfig, load_config
 from hvc_train.data import BatchStream, CropPairDataset, index_videos, merge
 from hvc_train.loop import train
 from hvc_train.recipes import OFFICIAL
+from hvc_train.trainer import Trainer
 from tests.conftest import smooth_texture
 
 
@@ -110,12 +111,26 @@ def test_recolour_changes_colours_not_positions(videos):
 def test_recipes_and_their_layers(tmp_path):
     official = load_config(None, {"recipe": "official"})
     assert all(getattr(official, key) == value for key, value in OFFICIAL.items())
+    assert official == TrainConfig()  # the default is the official recipe
+    assert not official.channels_last and official.deterministic  # as the official code runs
     (tmp_path / "c.toml").write_text('recipe = "official"\nseed = 3\n')
     config = load_config(tmp_path / "c.toml", {"lr": 5e-4})
     assert (config.seed, config.lr, config.normalization) == (3, 5e-4, "cifar10")
     assert load_config(None, {"recipe": "official", "min_crop": 0.3}).min_crop == 0.3
     saved = dataclasses.replace(official, seed=9).to_dict()
     assert load_config(None, {}, base=saved) == dataclasses.replace(official, seed=9)
+
+
+def test_default_trains_in_the_default_memory_layout():
+    """Channels-last is an option; the default keeps PyTorch's layout, as the official code."""
+    for channels_last in (False, True):
+        config = TrainConfig(images=["x"], channels_last=channels_last)
+        trainer = Trainer(config, torch.device("cpu"), schedule_steps=10, samples_per_epoch=4)
+        weight = trainer.network.online_encoder.layer1[0].conv1.weight
+        batch = trainer.normalize(torch.zeros(2, 3, 32, 32, dtype=torch.uint8))
+        for tensor in (weight, batch):
+            assert tensor.is_contiguous(memory_format=torch.channels_last) == channels_last
+            assert tensor.is_contiguous() != channels_last
 
 
 def test_every_config_key_has_a_flag():
