@@ -8,6 +8,7 @@ file systems do) and plain folder names.
 from __future__ import annotations
 
 import csv
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,10 +62,15 @@ def read_job_list(path: Path) -> list[Job]:
                 "writes the folder of its name)"
             )
         seen[name.casefold()] = line
-        jobs.append(Job(name, base / video, base / mask))
+        jobs.append(Job(name, _under(base, video), _under(base, mask)))
     if not jobs:
         raise HvcError(f"{path}: the job list holds no job (one video,mask,name row a job)")
     return jobs
+
+
+def _under(base: Path, path: str) -> Path:
+    """`path` from the list's folder, `..` folded away so messages name it plainly."""
+    return Path(os.path.normpath(base / path))
 
 
 def share_out(frames: dict[str, int], processes: int) -> list[list[str]]:
