@@ -70,3 +70,16 @@ def test_smoke_run_writes_json_table_and_plots(tmp_path):
     update(readme, out / "latency.json")
     text = readme.read_text()
     assert "old" not in text and "| onnxruntime-cpu | 64x96 |" in text and text.endswith("rest\n")
+
+
+def test_job_list_benchmark_smoke(tmp_path):
+    """Jobs per hour and frames per second with and without read-ahead of the next video."""
+    from benchmarks.job_list import app as job_list_app
+
+    args = ["--jobs", "2", "--frames", "3", "--size", "64x96", "--device", "cpu"]
+    result = CliRunner().invoke(job_list_app, [*args, "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.stderr
+    data = json.loads((tmp_path / "job_list.json").read_text())
+    assert [r["read_ahead"] for r in data["job_list"]] == [False, True]
+    assert all(r["jobs"] == 2 and r["frames"] == 5 for r in data["job_list"])
+    assert all(r["jobs_per_hour"] > 0 and r["frames_per_second"] > 0 for r in data["job_list"])
