@@ -36,7 +36,9 @@ DAVIS = Path(__file__).resolve().parents[2] / "shared" / "data" / "davis2016"
 
 def generated_list(folder: Path, jobs: int, frames: int, height: int, width: int) -> Path:
     """`jobs` panning mp4 videos (lengths `frames` down to half of it, so the list has long and
-    short jobs) with first-frame masks, and their CSV."""
+    short jobs) with first-frame masks, and their CSV. Sizes are rounded down to even numbers,
+    as the mp4 encoder does."""
+    height, width = height - height % 2, width - width % 2
     rows = ["video,mask,name"]
     for k in range(jobs):
         length = frames - (frames // 2) * k // max(jobs - 1, 1)
@@ -69,7 +71,7 @@ def davis_list(folder: Path, root: Path) -> Path:
 def main(
     jobs: Annotated[int, typer.Option(help="Generated videos in the list.")] = 8,
     frames: Annotated[int, typer.Option(help="Frames of the longest generated video.")] = 48,
-    size: Annotated[str, typer.Option(help="Generated video size, HEIGHTxWIDTH.")] = "240x427",
+    size: Annotated[str, typer.Option(help="Generated video size, HEIGHTxWIDTH.")] = "240x426",
     davis: Annotated[
         bool, typer.Option("--davis", help="The DAVIS-2016 val sequences instead.")
     ] = False,
@@ -101,6 +103,9 @@ def main(
                 began = time.perf_counter()
                 report = run_jobs(plan, segmenter, overlay=False, read_ahead=read_ahead)
                 seconds = time.perf_counter() - began
+                failed = [o for o in report.outcomes if o.status != "done"]
+                if failed:  # a throughput of failing jobs would mean nothing
+                    raise HvcError(f"job {failed[0].name} {failed[0].status}: {failed[0].error}")
                 rows.append(
                     {
                         "read_ahead": read_ahead,
