@@ -6,6 +6,7 @@ Only rank 0 shows progress and the final table; every process says which of its 
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import typer
@@ -40,7 +41,14 @@ def run_job_list(
     target = resolve_device(segmenter["device"])
     group = init_from_env(target.type, timeout=JOBS_TIMEOUT)
     console.quiet = not group.is_main  # errors still print on every rank
-    plan = plan_jobs(jobs_file, out, group, allow_partial=allow_partial)
+    worded = functools.partial(describe, flags=FLAGS)  # errors name this command's flags
+    plan = plan_jobs(
+        jobs_file,
+        out,
+        group,
+        allow_partial=allow_partial,
+        describe=worded,
+    )
     skipped = len(plan.jobs) - len(plan.frames)
     console.print(
         f"{len(plan.jobs)} jobs in {jobs_file}: {len(plan.frames)} to run "
@@ -53,7 +61,7 @@ def run_job_list(
     engine = build_segmenter(segmenter, propagation)
 
     def failed(job: Job, error: HvcError) -> None:
-        print_error(f"job {job.name}: {describe(error, FLAGS)}")
+        print_error(f"job {job.name}: {worded(error)}")
 
     for outcome in plan.settled.values():
         if outcome.status == "failed" and group.is_main:
@@ -70,7 +78,7 @@ def run_job_list(
             protected=[p for p in (segmenter["checkpoint"], segmenter["moco"]) if p],
             on_progress=update,
             on_failure=failed,
-            describe=lambda error: describe(error, FLAGS),
+            describe=worded,
         )
     shutdown(group)
     if group.is_main:

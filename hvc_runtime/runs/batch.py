@@ -139,15 +139,24 @@ def plan_jobs(
     context: DistContext = ONE_PROCESS,
     *,
     allow_partial: bool = False,
+    describe: Callable[[HvcError], str] = str,
 ) -> JobPlan:
     """Check the list and `out` on rank 0 and share the jobs out; every process gets the same
     plan. A bad list stops every process with one error; a video that does not open fails
-    its job alone."""
-    plan = run_on_main(context, lambda: _plan(Path(jobs_file), Path(out), context, allow_partial))
+    its job alone (`describe` words its error)."""
+    plan = run_on_main(
+        context, lambda: _plan(Path(jobs_file), Path(out), context, allow_partial, describe)
+    )
     return broadcast_from_main(context, plan)
 
 
-def _plan(jobs_file: Path, out: Path, context: DistContext, allow_partial: bool) -> JobPlan:
+def _plan(
+    jobs_file: Path,
+    out: Path,
+    context: DistContext,
+    allow_partial: bool,
+    describe: Callable[[HvcError], str],
+) -> JobPlan:
     jobs = read_job_list(jobs_file)
     if out.exists() and not out.is_dir():
         raise HvcError(f"{out}: output path exists and is not a folder")
@@ -166,7 +175,7 @@ def _plan(jobs_file: Path, out: Path, context: DistContext, allow_partial: bool)
                 warnings.simplefilter("ignore", HvcWarning)
                 frames[job.name] = len(open_frames(job.video, allow_partial=allow_partial))
         except HvcError as error:
-            settled[job.name] = _outcome(job, "failed", error=str(error))
+            settled[job.name] = _outcome(job, "failed", error=describe(error))
     return JobPlan(jobs_file, out, jobs, frames, settled, share_out(frames, context.world_size))
 
 
