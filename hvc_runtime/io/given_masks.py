@@ -25,15 +25,7 @@ def read_given_masks(
     have a mask holding an object; every mask must name a frame of the video."""
     path = Path(path)
     if path.is_dir():
-        indices = _frame_indices(source)
-        masks = {}
-        for file in frame_files(path):
-            if file.stem not in indices:
-                raise HvcError(
-                    f"{file}: mask names no frame of {source.path} (masks in a folder are "
-                    "named after the frames they annotate)"
-                )
-            masks[indices[file.stem]] = _fit(file, read_mask(file), source, resize_mask)
+        masks = masks_for_frames(frame_files(path), source, resize_mask=resize_mask)
         if 0 not in masks:
             raise HvcError(
                 f"{path}: no mask for the first frame of {source.path} (a mask named "
@@ -45,6 +37,23 @@ def read_given_masks(
         first = path
     if not masks[0].any():
         raise HvcError(f"{first}: mask holds no object (every pixel is background 0)")
+    return masks
+
+
+def masks_for_frames(
+    files: list[Path], source: FrameSource, *, resize_mask: bool = False
+) -> dict[int, np.ndarray]:
+    """Mask files named after frames of `source` (`00017.png` → frame `00017`) as
+    `{frame index: mask}`; a file naming no frame is refused."""
+    indices = _frame_indices(source)
+    masks = {}
+    for file in files:
+        if file.stem not in indices:
+            raise HvcError(
+                f"{file}: mask names no frame of {source.path} (masks in a folder are named "
+                "after the frames they annotate)"
+            )
+        masks[indices[file.stem]] = _fit(file, read_mask(file), source, resize_mask)
     return masks
 
 
