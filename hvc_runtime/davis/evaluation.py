@@ -174,9 +174,9 @@ def sequence_results(results_root: Path, sequence: str) -> Path:
         return folder / "masks"
     if folder.is_dir() and any(folder.glob("*.png")):
         return folder
+    problem = "no result masks" if folder.is_dir() else "folder not found (no results)"
     raise HvcError(
-        f"{folder}: no result masks for sequence {sequence} (looked for {LAYOUTS[0]} and "
-        f"{LAYOUTS[1]})"
+        f"{folder}: {problem} for sequence {sequence} (looked for {LAYOUTS[0]} and {LAYOUTS[1]})"
     )
 
 
