@@ -156,7 +156,8 @@ def test_jobs_takes_no_video_and_needs_out(clip, tmp_path):
 
 
 def test_interrupt_keeps_finished_jobs_and_a_rerun_resumes(tmp_path):
-    jobs = write_csv(tmp_path / "jobs.csv", clips(tmp_path, [3, 10, 3]))
+    # run longest first, job0, job2, job1: the interrupt comes while job2 is segmented
+    jobs = write_csv(tmp_path / "jobs.csv", clips(tmp_path, [10, 3, 8]))
     out = tmp_path / "R"
     command = [sys.executable, "-c", "from hvc_runtime.cli import run_app; run_app()"]
     command += ["--jobs", str(jobs), "--out", str(out), *FAST]
@@ -175,6 +176,8 @@ def test_interrupt_keeps_finished_jobs_and_a_rerun_resumes(tmp_path):
     report = json.loads((out / "jobs.json").read_text())
     assert report["interrupted"] and report["jobs"][0]["status"] == "done"
     assert {j["status"] for j in report["jobs"][1:]} <= {"done", "interrupted", "not run"}
+    if report["jobs"][2]["status"] == "interrupted":  # nothing of it is kept
+        assert "job job2 at frame" in lines[0] and not (out / "job2").exists()
     assert not list(out.rglob(".hvc-run.partial"))
     kept = (out / "job0" / "summary.json").stat().st_mtime_ns
     code, _, stderr = run_cli(run_app, ["--jobs", jobs, "--out", out, *FAST])
@@ -221,6 +224,7 @@ def test_torchrun_two_processes_share_the_jobs_and_hvc_eval_scores_them(tmp_path
     assert done.returncode != 0, done.stderr[-2000:]
     assert done.stdout.count("┃ job ") == 1, done.stdout  # one table, from rank 0
     assert sum(line.startswith("error: job bad") for line in done.stderr.splitlines()) == 1
+    assert done.stderr.count("jobs 3/3") == 1 and "18/18" in done.stderr  # one bar, all ranks
     report = json.loads((out / "jobs.json").read_text())
     assert report["processes"] == 2
     status = {j["name"]: (j["status"], j["rank"]) for j in report["jobs"]}
