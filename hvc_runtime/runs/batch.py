@@ -287,7 +287,8 @@ def run_jobs(
     current: _Next | None = None
     try:
         for k, job in enumerate(mine):
-            current, upcoming = upcoming, (prepare(mine[k + 1]) if k + 1 < len(mine) else None)
+            current = upcoming
+            upcoming = prepare(mine[k + 1]) if k + 1 < len(mine) else None
             outcome, error = _work(current, segmenter, context.rank, tally)
             if error is not None:
                 outcome.error = describe(error)
@@ -301,9 +302,15 @@ def run_jobs(
             if pending is not None:
                 pending.close()
         stop = exc if isinstance(exc, Interrupted) else Interrupted()
-        where = f"job {current.job.name} {stop.detail}; " if current and stop.detail else ""
+        where = ""
         if current is not None and current.job.name not in outcomes:
-            outcomes[current.job.name] = _outcome(current.job, "interrupted", rank=context.rank)
+            job = current.job
+            # a signal held during the commit is raised once the result is in place
+            finished = is_complete(plan.out / job.name, job.video, job.mask)
+            status = "done" if finished else "interrupted"
+            outcomes[job.name] = _outcome(job, status, rank=context.rank)
+            if not finished:
+                where = f"job {job.name} {stop.detail or 'before its first frame'}; "
         report = _report(plan, context, outcomes, start, interrupted=True)
         complete = report.count("done") + report.count("skipped")
         raise stop.with_detail(
