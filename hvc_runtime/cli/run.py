@@ -60,7 +60,10 @@ def run(
     segmenter: dict,
     propagation: PropagationConfig,
 ) -> None:
-    """Segment VIDEO from the objects in MASK (first frame); writes palette PNGs and an overlay."""
+    """Segment VIDEO from the objects in MASK (first frame); writes palette PNGs and an overlay.
+
+    With --jobs, every video of a CSV job list into OUT/<name>/ (see the README).
+    """
     if jobs is not None:
         if video is not None or mask is not None or demo:
             raise HvcError(f"{jobs}: --jobs takes no VIDEO, MASK or --demo (the list names them)")
