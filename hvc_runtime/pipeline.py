@@ -8,13 +8,13 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from hvc_runtime.io.frames import FrameSource
+from hvc_runtime.io.frames import Frame, FrameSource
 from hvc_runtime.io.prefetch import prefetch
 from hvc_runtime.io.writers import BackgroundWorker, MaskFolderWriter, OverlayVideoWriter
 from hvc_runtime.segmenter import Segmenter
@@ -46,13 +46,16 @@ def segment_video(
     masks_dir: Path,
     overlay: Path | None = None,
     on_frame: ProgressCallback | None = None,
+    frames: Iterator[Frame] | None = None,
 ) -> SegmentationSummary:
     """Segment every frame of `source`; `masks` maps frame indices to id masks given there.
 
     The first frame must have a mask. Masks are written as DAVIS palette PNGs named after the
     frames (by a pool of threads), the overlay video on its own thread; the folder and the
     video appear only once the whole video has succeeded. An interruption (SIGINT, SIGTERM)
-    leaves nothing and says at which frame it came.
+    leaves nothing and says at which frame it came. `frames` are the source's frames when
+    their decoding already started (a job list reads the next video ahead, `preload`); by
+    default they are decoded here, a few ahead on a thread.
     """
     segmenter.reset()
     mask_worker = BackgroundWorker(threads=MASK_WRITER_THREADS)
@@ -61,8 +64,10 @@ def segment_video(
     video_writer = OverlayVideoWriter(overlay, source.fps, video_worker) if overlay else None
     start = time.perf_counter()
     count = 0
+    if frames is None:
+        frames = prefetch(source, segmenter.device, gpu_decode=segmenter.gpu_decode)
     try:
-        for frame in prefetch(source, segmenter.device, gpu_decode=segmenter.gpu_decode):
+        for frame in frames:
             mask = masks.get(frame.index)
             if count == 0 and mask is None:
                 raise HvcError(f"{source.path}: no mask for the first frame '{frame.name}'")

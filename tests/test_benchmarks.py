@@ -109,3 +109,16 @@ def test_gpu_session_smoke_runs_every_part_and_records_each(tmp_path):
     assert merged["end_to_end"][0]["frames"] == 6 and merged["memory"]
     assert any(s["backend"] == "fast-triton" for s in merged["skipped"])  # no GPU: said why
     assert "triton" in (out / "environment.txt").read_text()
+
+
+def test_job_list_benchmark_smoke(tmp_path):
+    """Jobs per hour and frames per second with and without read-ahead of the next video."""
+    from benchmarks.job_list import app as job_list_app
+
+    args = ["--jobs", "2", "--frames", "3", "--size", "64x96", "--device", "cpu"]
+    result = CliRunner().invoke(job_list_app, [*args, "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.stderr
+    data = json.loads((tmp_path / "job_list.json").read_text())
+    assert [r["read_ahead"] for r in data["job_list"]] == [False, True]
+    assert all(r["jobs"] == 2 and r["frames"] == 5 for r in data["job_list"])
+    assert all(r["jobs_per_hour"] > 0 and r["frames_per_second"] > 0 for r in data["job_list"])

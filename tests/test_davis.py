@@ -78,6 +78,9 @@ def test_evaluation_errors(tmp_path):
     make_dataset(tmp_path / "davis", ["a"])
     dataset = DavisDataset(tmp_path / "davis")
     (tmp_path / "results" / "a").mkdir(parents=True)
+    with pytest.raises(HvcError, match=r"no result masks for sequence a \(looked for .*masks"):
+        evaluate(dataset, tmp_path / "results", ["a"])
+    write_palette_png(tmp_path / "results" / "a" / "00000.png", np.zeros((40, 60), np.uint8))
     with pytest.raises(HvcError, match=r"00001\.png: result mask missing for a"):
         evaluate(dataset, tmp_path / "results", ["a"])
     for t in range(6):

@@ -44,7 +44,13 @@ eval_app = typer.Typer(
 @eval_app.command()
 @api_command(FLAGS, segmenter=SEGMENTER, propagation=PROPAGATION)
 def evaluate_command(
-    results: Annotated[Path, typer.Argument(help="Folder of <sequence>/<frame>.png results.")],
+    results: Annotated[
+        Path,
+        typer.Argument(
+            help="Folder of <sequence>/<frame>.png results, or of hvc-run result folders "
+            "<sequence>/masks/<frame>.png (hvc-run --jobs)."
+        ),
+    ],
     davis: Annotated[Path, typer.Option(help="DAVIS-format dataset root (ground truth).")],
     split: Annotated[str, typer.Option(help="ImageSets list to score.")] = "val",
     sequences: Annotated[

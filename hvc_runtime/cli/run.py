@@ -5,38 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import cv2
-import numpy as np
 import typer
 
 from hvc_runtime.cli.demo import demo_inputs
+from hvc_runtime.cli.jobs import run_job_list
 from hvc_runtime.cli.options import FLAGS, PROPAGATION, SEGMENTER, api_command, build_segmenter
 from hvc_runtime.cli.terminal import console, progress
-from hvc_runtime.io.frames import open_frames
-from hvc_runtime.io.masks import read_mask
-from hvc_runtime.io.results import ResultFolder
-from hvc_runtime.pipeline import SegmentationSummary, segment_video
 from hvc_runtime.propagation import PropagationConfig
-from hvc_runtime.segmenter import Segmenter
+from hvc_runtime.runs import VideoRun
 from hvc_runtime.utils.errors import HvcError
 
-RUN_OUTPUTS = ("masks", "overlay.mp4")
-
 run_app = typer.Typer(add_completion=False, help="Segment and track objects through a video.")
-
-
-def _first_mask(mask_path: Path, height: int, width: int, resize_mask: bool) -> np.ndarray:
-    mask = read_mask(mask_path)
-    if mask.shape != (height, width):
-        if not resize_mask:
-            raise HvcError(
-                f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but the video is "
-                f"{width}x{height}; --resize-mask scales it (nearest neighbour)"
-            )
-        mask = cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
-    if not mask.any():
-        raise HvcError(f"{mask_path}: mask holds no object (every pixel is background 0)")
-    return mask
 
 
 @run_app.command()
@@ -44,7 +23,11 @@ def _first_mask(mask_path: Path, height: int, width: int, resize_mask: bool) -> 
 def run(
     video: Annotated[Path | None, typer.Argument(help="Video file or folder of frames.")] = None,
     mask: Annotated[
-        Path | None, typer.Argument(help="First-frame id mask (palette/grey PNG).")
+        Path | None,
+        typer.Argument(
+            help="First-frame id mask (palette/grey PNG), or a folder of masks named after "
+            "frames (objects appearing later get theirs at that frame)."
+        ),
     ] = None,
     out: Annotated[
         Path | None, typer.Option(help="Output folder (default: hvc_out/<video name>).")
@@ -66,11 +49,37 @@ def run(
     demo: Annotated[
         bool, typer.Option(help="Run the embedded demo clip (the default with no VIDEO).")
     ] = False,
+    jobs: Annotated[
+        Path | None,
+        typer.Option(
+            help="CSV job list (header video,mask,name; paths relative to it): each job into "
+            "OUT/<name>/; shared out across torchrun processes; a rerun resumes."
+        ),
+    ] = None,
     *,
     segmenter: dict,
     propagation: PropagationConfig,
 ) -> None:
-    """Segment VIDEO from the objects in MASK (first frame); writes palette PNGs and an overlay."""
+    """Segment VIDEO from the objects in MASK (first frame); writes palette PNGs and an overlay.
+
+    With --jobs, every video of a CSV job list into OUT/<name>/ (see the README).
+    """
+    if jobs is not None:
+        if video is not None or mask is not None or demo:
+            raise HvcError(f"{jobs}: --jobs takes no VIDEO, MASK or --demo (the list names them)")
+        if out is None:
+            raise HvcError(f"{jobs}: --jobs needs --out, the folder the jobs' results go into")
+        run_job_list(
+            jobs,
+            out,
+            segmenter,
+            propagation,
+            overlay=overlay,
+            overwrite=overwrite,
+            resize_mask=resize_mask,
+            allow_partial=allow_partial,
+        )
+        return
     if demo or video is None:
         if video is not None or mask is not None:
             raise HvcError("--demo takes no VIDEO or MASK")
@@ -82,31 +91,25 @@ def run(
         )
     elif mask is None:
         raise HvcError(f"{video}: a first-frame MASK is required (hvc-run VIDEO MASK)")
-    source = open_frames(video, allow_partial=allow_partial)
-    first = _first_mask(mask, source.height, source.width, resize_mask)
     out = (
         out
         if out is not None
         else Path("hvc_out") / (video.stem if video.is_file() else video.name)
     )
-    inputs = [p for p in (video, mask, segmenter["checkpoint"], segmenter["moco"]) if p]
-    result = ResultFolder(out, RUN_OUTPUTS, overwrite=overwrite, inputs=inputs)
+    protected = [p for p in (segmenter["checkpoint"], segmenter["moco"]) if p]
+    single = VideoRun(
+        video,
+        mask,
+        out,
+        overlay=overlay,
+        overwrite=overwrite,
+        resize_mask=resize_mask,
+        allow_partial=allow_partial,
+        protected=protected,
+    )
     engine = build_segmenter(segmenter, propagation)
-    try:
-        staging = result.open()
-        with progress(f"segmenting {video.name}", len(source)) as advance:
-            summary = segment_video(
-                source,
-                {0: first},
-                engine,
-                masks_dir=staging / "masks",
-                overlay=staging / "overlay.mp4" if overlay else None,
-                on_frame=advance,
-            )
-        result.commit(_summary_payload(summary, video, mask, engine, out, overlay))
-    except BaseException:
-        result.abort()
-        raise
+    with progress(f"segmenting {video.name}", len(single.source)) as advance:
+        summary = single.run(engine, on_frame=advance)
     console.print(
         f"{summary.frames} frames, objects {summary.object_ids}, {summary.seconds:.1f} s "
         f"({summary.seconds_per_frame:.3f} s/frame)\nmasks: {out / 'masks'}/"
@@ -115,28 +118,3 @@ def run(
         highlight=False,
         markup=False,
     )
-
-
-def _summary_payload(
-    summary: SegmentationSummary,
-    video: Path,
-    mask: Path,
-    segmenter: Segmenter,
-    out: Path,
-    overlay: bool,
-) -> dict:
-    return {
-        "video": str(video),
-        "mask": str(mask),
-        "frames": summary.frames,
-        "seconds": summary.seconds,
-        "object_ids": summary.object_ids,
-        "masks": str(out / "masks"),
-        "overlay": str(out / "overlay.mp4") if overlay else None,
-        "encoder": segmenter.source.description,
-        "device": str(segmenter.device),
-        "precision": segmenter.precision,
-        "mode": segmenter.mode,
-        "size": segmenter.short_side,
-        "propagation": segmenter.propagator.config.__dict__,
-    }

@@ -7,6 +7,7 @@ Every user-facing failure is an `HvcError`; inside `user_errors()` it is printed
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -45,6 +46,16 @@ def flag_name(option: str, flags: Mapping[str, str] | None = None) -> str:
     return (flags or {}).get(option) or "--" + option.replace("_", "-")
 
 
+def describe(error: HvcError, flags: Mapping[str, str] | None = None) -> str:
+    """The error's message naming options by this command's flags."""
+    return error.describe(lambda option: flag_name(option, flags))
+
+
+def print_error(text: str) -> None:
+    """One `error:` line, on every process (a job list's failed job, or the command's end)."""
+    _errors.print(f"[bold red]error:[/] {escape(text)}", highlight=False)
+
+
 @contextmanager
 def user_errors(flags: Mapping[str, str] | None = None) -> Iterator[None]:
     """Run a command body: HvcError → exit 1, SIGINT/SIGTERM → exit 130/143, one line each.
@@ -55,8 +66,7 @@ def user_errors(flags: Mapping[str, str] | None = None) -> Iterator[None]:
         with interrupts_raise(), _warnings_as_lines():
             yield
     except HvcError as error:
-        text = error.describe(lambda option: flag_name(option, flags))
-        _errors.print(f"[bold red]error:[/] {escape(text)}", highlight=False)
+        print_error(describe(error, flags))
         raise typer.Exit(1) from None
     except KeyboardInterrupt as stop:
         stop = stop if isinstance(stop, Interrupted) else Interrupted()
@@ -79,3 +89,26 @@ def progress(description: str, total: int | None) -> Iterator[Callable[[int], No
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task(description, total=total or None)
         yield lambda done: progress.update(task, completed=done)
+
+
+@contextmanager
+def job_progress(jobs: int, frames: int) -> Iterator[Callable[[int, int], None]]:
+    """One bar over a job list (all processes): yields the callback taking (jobs finished,
+    frames segmented); shows both against their totals, and frames per second."""
+    columns = (
+        TextColumn("jobs {task.fields[jobs]}/" + str(jobs)),
+        BarColumn(),
+        TextColumn("frames"),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[fps]:.1f} frames/s"),
+        TimeRemainingColumn(),
+    )
+    start = time.perf_counter()
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("jobs", total=frames or None, jobs=0, fps=0.0)
+
+        def update(jobs_done: int, frames_done: int) -> None:
+            fps = frames_done / max(time.perf_counter() - start, 1e-9)
+            progress.update(task, completed=frames_done, jobs=jobs_done, fps=fps)
+
+        yield update

@@ -121,7 +121,10 @@ def evaluate_sequence(
         truth = _ground_truth(truth_file, single_object)
         result_file = results_dir / truth_file.name
         if not result_file.is_file():
-            raise HvcError(f"{result_file}: result mask missing for {sequence}")
+            raise HvcError(
+                f"{result_file}: result mask missing for {sequence} (looked in "
+                f"{_layout(results_dir)})"
+            )
         result = read_mask(result_file)
         if single_object:
             result = (result > 0).astype(np.uint8)
@@ -147,15 +150,35 @@ def evaluate(
     sequences: Iterable[str],
     single_object: bool = False,
 ) -> Evaluation:
-    """Score `results_root/<sequence>/<frame>.png` for each sequence."""
+    """Score each sequence's result masks, in either layout (`sequence_results`)."""
     if not results_root.is_dir():
         raise HvcError(f"{results_root}: results folder not found")
     evaluation = Evaluation()
     for sequence in sequences:
-        results_dir = results_root / sequence
-        if not results_dir.is_dir():
-            raise HvcError(f"{results_dir}: folder not found (no results for sequence {sequence})")
+        results_dir = sequence_results(results_root, sequence)
         evaluation.objects += evaluate_sequence(
             dataset.annotation_files(sequence), results_dir, sequence, single_object
         )
     return evaluation
+
+
+LAYOUTS = ("<results>/<sequence>/<frame>.png", "<results>/<sequence>/masks/<frame>.png (hvc-run)")
+
+
+def sequence_results(results_root: Path, sequence: str) -> Path:
+    """Where a sequence's result masks are: `<sequence>/masks/` when it is an hvc-run result
+    folder (`hvc-run --jobs` writes one per sequence), else `<sequence>/` itself (the flat
+    layout `hvc-eval --run` and the official tools write). The error names both."""
+    folder = results_root / sequence
+    if (folder / "masks").is_dir():
+        return folder / "masks"
+    if folder.is_dir() and any(folder.glob("*.png")):
+        return folder
+    problem = "no result masks" if folder.is_dir() else "folder not found (no results)"
+    raise HvcError(
+        f"{folder}: {problem} for sequence {sequence} (looked for {LAYOUTS[0]} and {LAYOUTS[1]})"
+    )
+
+
+def _layout(results_dir: Path) -> str:
+    return LAYOUTS[1] if results_dir.name == "masks" else LAYOUTS[0]

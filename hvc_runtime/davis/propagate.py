@@ -6,7 +6,7 @@ from pathlib import Path
 
 from hvc_runtime.davis.dataset import DavisDataset
 from hvc_runtime.io.frames import ImageFolderSource
-from hvc_runtime.io.masks import read_mask
+from hvc_runtime.io.given_masks import masks_for_frames
 from hvc_runtime.pipeline import ProgressCallback, SegmentationSummary, segment_video
 from hvc_runtime.segmenter import Segmenter
 
@@ -24,7 +24,5 @@ def propagate_sequence(
     semi-supervised protocol) or from every annotation file (YouTube-VOS protocol)."""
     source = ImageFolderSource(dataset.frames_dir(name))
     files = dataset.annotation_files(name)
-    given = files if all_annotations else files[:1]
-    index = {frame.stem: k for k, frame in enumerate(source.files)}
-    masks = {index[f.stem]: read_mask(f) for f in given if f.stem in index}
+    masks = masks_for_frames(files if all_annotations else files[:1], source)
     return segment_video(source, masks, segmenter, masks_dir=results / name, on_frame=on_frame)

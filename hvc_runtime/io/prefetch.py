@@ -54,37 +54,64 @@ def prefetch(
 
 def read_ahead(items: Iterable, depth: int) -> Iterator:
     """`items` produced on a background thread, up to `depth` ahead; errors re-raised here."""
-    pending: queue.Queue = queue.Queue(depth)
-    stop = threading.Event()
+    return iter(ReadAhead(items, depth))
 
-    def put(item) -> bool:
-        while not stop.is_set():
+
+class ReadAhead:
+    """`items` produced on a background thread from now on, up to `depth` ahead, whether or not
+    anyone iterates yet (a job list starts the next video while this one is segmented).
+    Errors are re-raised in the consumer; `close` (or closing the iteration) stops the thread."""
+
+    def __init__(self, items: Iterable, depth: int) -> None:
+        self._pending: queue.Queue = queue.Queue(depth)
+        self._stop = threading.Event()
+        self._reader = threading.Thread(
+            target=self._produce, args=(items,), name="hvc-decoder", daemon=True
+        )
+        self._reader.start()
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
             try:
-                pending.put(item, timeout=0.1)
+                self._pending.put(item, timeout=0.1)
                 return True
             except queue.Full:
                 continue
         return False
 
-    def produce() -> None:
+    def _produce(self, items: Iterable) -> None:
         try:
             for item in items:
-                if not put(item):
+                if not self._put(item):
                     return
-            put(_END)
+            self._put(_END)
         except BaseException as exc:  # handed to the consumer
-            put(exc)
+            self._put(exc)
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:  # a generator stops its own reader here, on this thread
+                close()
 
-    reader = threading.Thread(target=produce, name="hvc-decoder", daemon=True)
-    reader.start()
-    try:
-        while (item := pending.get()) is not _END:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        reader.join()
+    def __iter__(self) -> Iterator:
+        try:
+            while (item := self._pending.get()) is not _END:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._reader.join()
+
+
+def preload(
+    source: FrameSource, device: torch.device | None, *, gpu_decode: bool = True, depth: int = 8
+) -> ReadAhead:
+    """Start decoding `source` now, as `prefetch` would for `device`, holding at most `depth`
+    frames until they are asked for: memory stays bounded however long the video."""
+    return ReadAhead(prefetch(source, device, gpu_decode=gpu_decode), depth)
 
 
 def is_jpeg_folder(source: FrameSource) -> bool:

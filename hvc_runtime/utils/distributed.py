@@ -3,6 +3,7 @@ small object exchanges (shard results, rank-0 decisions) the commands need."""
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -96,3 +97,30 @@ def run_on_main(context: DistContext, action: Callable[[], T]) -> T | None:
     if message is not None:
         raise HvcError(message)
     return result
+
+
+@functools.cache
+def _rendezvous_store() -> dist.TCPStore:
+    """A client of the key-value store torchrun's rendezvous runs (MASTER_ADDR:MASTER_PORT)."""
+    return dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False)
+
+
+class SharedCounter:
+    """A count every process adds to and rank 0 reads while the others still work (progress of
+    shared work), with no collective that would wait for them: kept in torchrun's rendezvous
+    store, a plain number without torchrun. Keys must be unique to the run."""
+
+    def __init__(self, context: DistContext, key: str) -> None:
+        self.key = key
+        self._store = _rendezvous_store() if context.enabled else None
+        self._value = 0
+
+    def add(self, amount: int) -> int:
+        """Add `amount`; returns the count across all processes."""
+        if self._store is None:
+            self._value += amount
+            return self._value
+        return int(self._store.add(self.key, amount))
+
+    def value(self) -> int:
+        return self.add(0)

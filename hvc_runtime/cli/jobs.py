@@ -1,0 +1,110 @@
+"""`hvc-run --jobs jobs.csv --out R`: a job list, by one process or shared out across
+`torchrun` processes (thin over `hvc_runtime.runs`).
+
+Only rank 0 shows progress and the final table; every process says which of its jobs failed.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from hvc_runtime.cli.options import FLAGS, build_segmenter
+from hvc_runtime.cli.terminal import console, describe, job_progress, print_error
+from hvc_runtime.propagation import PropagationConfig
+from hvc_runtime.runs import Job, JobReport, plan_jobs, run_jobs
+from hvc_runtime.runs.batch import JOBS_TIMEOUT
+from hvc_runtime.utils.devices import resolve_device
+from hvc_runtime.utils.distributed import init_from_env, rank_device, shutdown
+from hvc_runtime.utils.errors import HvcError
+
+STYLES = {"done": "green", "skipped": "cyan", "failed": "red", "interrupted": "yellow"}
+
+
+def run_job_list(
+    jobs_file: Path,
+    out: Path,
+    segmenter: dict,
+    propagation: PropagationConfig,
+    *,
+    overlay: bool,
+    overwrite: bool,
+    resize_mask: bool,
+    allow_partial: bool,
+) -> None:
+    """Plan, load the model once, run this process's share; exit 1 if any job failed."""
+    target = resolve_device(segmenter["device"])
+    group = init_from_env(target.type, timeout=JOBS_TIMEOUT)
+    console.quiet = not group.is_main  # errors still print on every rank
+    worded = functools.partial(describe, flags=FLAGS)  # errors name this command's flags
+    plan = plan_jobs(
+        jobs_file,
+        out,
+        group,
+        allow_partial=allow_partial,
+        describe=worded,
+    )
+    skipped = len(plan.jobs) - len(plan.frames)
+    console.print(
+        f"{len(plan.jobs)} jobs in {jobs_file}: {len(plan.frames)} to run "
+        f"({sum(plan.frames.values())} frames) on {group.world_size} process(es), "
+        f"{skipped} complete or failing before they start",
+        highlight=False,
+        markup=False,
+    )
+    segmenter["device"] = str(rank_device(group, target))
+    engine = build_segmenter(segmenter, propagation)
+
+    def failed(job: Job, error: HvcError) -> None:
+        print_error(f"job {job.name}: {worded(error)}")
+
+    for outcome in plan.settled.values():
+        if outcome.status == "failed" and group.is_main:
+            print_error(f"job {outcome.name}: {outcome.error}")
+    with job_progress(len(plan.frames), sum(plan.frames.values())) as update:
+        report = run_jobs(
+            plan,
+            engine,
+            group,
+            overlay=overlay,
+            overwrite=overwrite,
+            resize_mask=resize_mask,
+            allow_partial=allow_partial,
+            protected=[p for p in (segmenter["checkpoint"], segmenter["moco"]) if p],
+            on_progress=update,
+            on_failure=failed,
+            describe=worded,
+        )
+    shutdown(group)
+    if group.is_main:
+        _print_table(report)
+    if report.failed:
+        raise typer.Exit(1)
+
+
+def _print_table(report: JobReport) -> None:
+    table = Table("job", "status", "frames", "s", "detail")
+    for o in report.outcomes:
+        style = STYLES.get(o.status, "")
+        table.add_row(
+            escape(o.name),
+            f"[{style}]{o.status}[/]" if style else o.status,
+            str(o.frames) if o.frames else "",
+            f"{o.seconds:.1f}" if o.seconds else "",
+            escape(o.error or ("complete from an earlier run" if o.status == "skipped" else "")),
+        )
+    Console().print(table)
+    counts = ", ".join(
+        f"{report.count(s)} {s}" for s in ("done", "skipped", "failed") if report.count(s)
+    )
+    console.print(
+        f"{counts}; {report.jobs_per_hour:.0f} jobs/hour, {report.frames_per_second:.1f} "
+        f"frames/s\ntable: {Path(report.out) / 'jobs.json'}",
+        highlight=False,
+        markup=False,
+    )

@@ -1,0 +1,106 @@
+"""One video into one result folder: what `hvc-run VIDEO MASK` does, and each job of a list.
+
+Everything that can be checked cheaply (the video opens, the masks fit, the folder may be
+written) is checked when the run is planned, before a model is loaded; `run` then segments and
+commits the folder whole, its summary saying `"complete": true`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from hvc_runtime.io.frames import Frame, FrameSource, open_frames
+from hvc_runtime.io.given_masks import read_given_masks
+from hvc_runtime.io.results import SUMMARY, TOOL, ResultFolder
+from hvc_runtime.pipeline import ProgressCallback, SegmentationSummary, segment_video
+from hvc_runtime.segmenter import Segmenter
+
+RUN_OUTPUTS = ("masks", "overlay.mp4")
+
+
+class VideoRun:
+    """`video` segmented from `mask` (a first-frame mask file or a folder of masks named after
+    frames) into the result folder `out`; `protected` are further inputs (checkpoints) that
+    the result must never replace."""
+
+    def __init__(
+        self,
+        video: Path,
+        mask: Path,
+        out: Path,
+        *,
+        overlay: bool = True,
+        overwrite: bool = False,
+        resize_mask: bool = False,
+        allow_partial: bool = False,
+        protected: Iterable[Path] = (),
+    ) -> None:
+        self.video, self.mask, self.out, self.overlay = Path(video), Path(mask), Path(out), overlay
+        self.source: FrameSource = open_frames(self.video, allow_partial=allow_partial)
+        self.masks = read_given_masks(self.mask, self.source, resize_mask=resize_mask)
+        inputs = [self.video, self.mask, *protected]
+        self.result = ResultFolder(self.out, RUN_OUTPUTS, overwrite=overwrite, inputs=inputs)
+
+    def run(
+        self,
+        segmenter: Segmenter,
+        *,
+        frames: Iterator[Frame] | None = None,
+        on_frame: ProgressCallback | None = None,
+    ) -> SegmentationSummary:
+        """Segment and commit the folder; a failure or an interruption leaves no result.
+        `frames` are the source's frames already being decoded (see `segment_video`)."""
+        try:
+            staging = self.result.open()
+            summary = segment_video(
+                self.source,
+                self.masks,
+                segmenter,
+                masks_dir=staging / "masks",
+                overlay=staging / "overlay.mp4" if self.overlay else None,
+                on_frame=on_frame,
+                frames=frames,
+            )
+            self.result.commit(self._summary_payload(summary, segmenter))
+        except BaseException:
+            self.result.abort()
+            raise
+        return summary
+
+    def _summary_payload(self, summary: SegmentationSummary, segmenter: Segmenter) -> dict:
+        return {
+            "complete": True,
+            "video": str(self.video),
+            "mask": str(self.mask),
+            "frames": summary.frames,
+            "seconds": summary.seconds,
+            "object_ids": summary.object_ids,
+            "masks": str(self.out / "masks"),
+            "overlay": str(self.out / "overlay.mp4") if self.overlay else None,
+            "encoder": segmenter.source.description,
+            "device": str(segmenter.device),
+            "precision": segmenter.precision,
+            "mode": segmenter.mode,
+            "size": segmenter.short_side,
+            "propagation": segmenter.propagator.config.__dict__,
+        }
+
+
+def is_complete(out: Path, video: Path, mask: Path) -> bool:
+    """Whether `out` holds a complete hvc-run result of `video` from `mask`: its summary is
+    hvc-run's, says complete, and names these inputs (a changed job is redone)."""
+    try:
+        summary = json.loads((Path(out) / SUMMARY).read_text())
+    except (OSError, ValueError):
+        return False
+    return (
+        isinstance(summary, dict)
+        and summary.get("tool") == TOOL
+        and summary.get("complete") is True
+        and all(
+            isinstance(summary.get(key), str) and Path(summary[key]).resolve() == path.resolve()
+            for key, path in (("video", Path(video)), ("mask", Path(mask)))
+        )
+    )
