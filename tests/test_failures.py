@@ -442,3 +442,49 @@ def test_help_does_not_promise_a_shipped_checkpoint():
     for app in (run_app, eval_app, export_app):
         result = runner.invoke(app, ["--help"])
         assert result.exit_code == 0 and "shipped" not in result.stdout
+
+
+# -- concurrent runs, settings, frame folders, masks and artifacts (issue 18) ----------------
+
+
+def _launch_run(video, mask, out, *extra):
+    launch = [sys.executable, "-c", "from hvc_runtime.cli import run_app; run_app()"]
+    args = [str(video), str(mask), "--out", str(out), "--device", "cpu", "--no-overlay", *extra]
+    return subprocess.Popen(
+        [*launch, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def _wait_for_staged_masks(process, out, count=2):
+    staged = out / ".hvc-run.partial" / ".masks.partial"
+    deadline = time.monotonic() + 240
+    while len(list(staged.glob("*.png"))) < count and process.poll() is None:
+        assert time.monotonic() < deadline, "the run never started writing masks"
+        time.sleep(0.05)
+    assert process.poll() is None, process.communicate()
+
+
+def test_two_runs_into_one_folder_never_share_it(tmp_path):
+    """A second hvc-run into a folder another is writing is refused at once, naming the folder
+    and the other process; the first finishes whole. A holder killed with -9 blocks nothing."""
+    video, mask = panning_clip(tmp_path, frames=40)
+    out = tmp_path / "out"
+    first = _launch_run(video, mask, out)
+    _wait_for_staged_masks(first, out)
+    second = _launch_run(video, mask, out)
+    _, stderr = second.communicate(timeout=120)
+    assert first.poll() is None, "the second run was not refused before the first finished"
+    assert_one_line_error(second.returncode, stderr, str(out), f"process {first.pid}")
+    assert ".partial" not in stderr and ".lock" not in stderr
+    _, stderr = first.communicate(timeout=240)
+    assert first.returncode == 0, stderr
+    assert len(list((out / "masks").glob("*.png"))) == 40
+    assert json.loads((out / "summary.json").read_text())["frames"] == 40
+    assert entries(out) == ["masks", "summary.json"]
+
+    killed = _launch_run(video, mask, out)
+    _wait_for_staged_masks(killed, out)
+    killed.kill()
+    killed.communicate(timeout=60)
+    run_ok([video, mask, "--out", out, "--no-overlay"])
+    assert entries(out) == ["masks", "summary.json"]
