@@ -29,6 +29,7 @@ from hvc_runtime.encoder.checkpoints import CheckpointHeader, random_encoder, sa
 from hvc_runtime.io.masks import read_mask, write_palette_png
 from hvc_runtime.utils.atomic import file_mode
 from hvc_runtime.utils.errors import HvcError, HvcWarning
+from hvc_train.cli import app as train_app
 from tests.conftest import panning_clip, smooth_texture, write_video
 from tests.test_cli import assert_one_line_error, run_cli
 
@@ -488,3 +489,81 @@ def test_two_runs_into_one_folder_never_share_it(tmp_path):
     killed.communicate(timeout=60)
     run_ok([video, mask, "--out", out, "--no-overlay"])
     assert entries(out) == ["masks", "summary.json"]
+
+
+def test_export_names_and_manifests_that_lie(clip, tmp_path):
+    """`--out` must carry the format's suffix (a missing folder is made); an artifact whose
+    manifest says another format, precision or feature size than the file is refused."""
+    shapes = ["--min-shape", "64x64", "--opt-shape", "64x96", "--max-shape", "128x128"]
+    code, _, stderr = run_cli(export_app, ["--format", "onnx", "--out", tmp_path / "x.pt", *shapes])
+    assert_one_line_error(code, stderr, "x.pt: a onnx artifact is named *.onnx", "x.onnx")
+    assert entries(tmp_path) == ["clip.mp4", "mask.png"]
+    artifacts = {"onnx": tmp_path / "new" / "sub" / "enc.onnx", "torchscript": tmp_path / "e.pt"}
+    for fmt, artifact in artifacts.items():
+        code, _, stderr = run_cli(export_app, ["--format", fmt, "--out", artifact, *shapes])
+        assert code == 0 and artifact.is_file(), stderr
+    video, mask = clip
+    lies = [
+        ("onnx", {"precision": "fp16"}, "says precision fp16", "tensor(float)"),
+        ("onnx", {"feature_dim": 512}, "says 512-d features", "returns 256-d"),
+        ("onnx", {"format": "torchscript"}, "says format torchscript", "is an ONNX model"),
+        ("torchscript", {"format": "onnx"}, "says format onnx", "is a zip archive"),
+        ("torchscript", {"precision": "fp16"}, "says precision fp16", "holds float32 weights"),
+    ]
+    for fmt, lie, *fragments in lies:
+        artifact = artifacts[fmt]
+        manifest = Path(f"{artifact}.json")
+        honest = manifest.read_text()
+        manifest.write_text(json.dumps({**json.loads(honest), **lie}))
+        code, _, stderr = run_cli(
+            run_app, [video, mask, "--checkpoint", artifact, "--out", tmp_path / "o"]
+        )
+        assert_one_line_error(code, stderr, artifact.name, *fragments)
+        manifest.write_text(honest)
+    assert not (tmp_path / "o").exists()
+
+
+NONSENSE_SETTINGS = [
+    (run_app, ["--temperature", "nan"], "--temperature nan: must be a finite number"),
+    (run_app, ["--temperature", "inf"], "--temperature inf: must be a finite number"),
+    (run_app, ["--temperature", "1e-45"], "--temperature 1e-45: must be >= 0.0001"),
+    (run_app, ["--radius", "nan"], "--radius nan: must be a finite number"),
+    (run_app, ["--radius", "-inf"], "--radius -inf: must be a finite number"),
+    (run_app, ["--topk", "5000"], "--topk 5000: must be 1..100"),
+    (run_app, ["--context", "1000000000"], "--context 1000000000: must be 0..1000"),
+    (run_app, ["--size", "0"], "--size 0: must be at least 8"),
+    (eval_app, ["--temperature", "nan"], "--temperature nan: must be a finite number"),
+    (train_app, ["--lr", "nan"], "--lr nan: must be a finite number"),
+    (train_app, ["--lr", "100"], "--lr 100.0: must be in (0, 1]"),
+    (train_app, ["--momentum", "2"], "--momentum 2.0: must be within [0, 1]"),
+    (train_app, ["--pos-radius", "0"], "--pos-radius 0.0: must be > 0"),
+    (train_app, ["--dynamic-sign", "inf"], "--dynamic-sign inf: must be a finite number"),
+    (train_app, ["--min-crop", "nan"], "--min-crop nan"),
+    (train_app, ["--val-size", "0"], "--val-size 0: must be at least 8"),
+    (export_app, ["--workspace-gb", "nan"], "--workspace-gb nan: must be a positive number"),
+    (export_app, ["--max-batch", "0"], "--max-batch 0: must be at least 1"),
+]
+
+
+@pytest.mark.parametrize(("app", "setting", "message"), NONSENSE_SETTINGS)
+def test_settings_that_make_no_sense_are_refused(clip, tmp_path, app, setting, message):
+    """Non-finite numbers and magnitudes that leave nothing meaningful (every frame after the
+    first background, memory for a billion context frames): one line naming the flag."""
+    video, mask = clip
+    args = {
+        run_app: [video, mask, "--out", tmp_path / "o"],
+        eval_app: [tmp_path / "o", "--davis", tmp_path, "--run"],
+        train_app: ["--out", tmp_path / "o", "--images", tmp_path],
+        export_app: ["--out", tmp_path / "o" / "enc.onnx"],
+    }[app]
+    code, _, stderr = run_cli(app, [*args, *setting])
+    assert_one_line_error(code, stderr, message)
+    assert "Traceback" not in stderr and not (tmp_path / "o").exists()
+
+
+def test_settings_that_blur_warn_and_a_huge_radius_means_everywhere(clip, tmp_path):
+    video, mask = clip
+    out = tmp_path / "o"
+    stderr = run_ok([video, mask, "--out", out, "--temperature", "5", "--radius", "1e12"])
+    assert "warning: temperature 5.0: above 1.0 the top-k matches" in " ".join(stderr.split())
+    assert read_mask(out / "masks" / "00005.png").any()
