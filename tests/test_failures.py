@@ -567,3 +567,63 @@ def test_settings_that_blur_warn_and_a_huge_radius_means_everywhere(clip, tmp_pa
     stderr = run_ok([video, mask, "--out", out, "--temperature", "5", "--radius", "1e12"])
     assert "warning: temperature 5.0: above 1.0 the top-k matches" in " ".join(stderr.split())
     assert read_mask(out / "masks" / "00005.png").any()
+
+
+def _frame_folder(root, count=6):
+    root.mkdir()
+    for t in range(count):
+        Image.fromarray(smooth_texture(40, 56, seed=t)).save(root / f"{t:05d}.jpg")
+    mask = np.zeros((40, 56), np.uint8)
+    mask[10:30, 10:30] = 1
+    write_palette_png(root.parent / "mask.png", mask)
+    return root, root.parent / "mask.png"
+
+
+def test_files_that_are_not_frames_in_a_frame_folder(tmp_path):
+    """What copying from another system leaves beside each frame (AppleDouble `._*`, .DS_Store,
+    Thumbs.db) and non-images are ignored with one warning; an image file that cannot be read
+    is named before the run starts (no header) or at its frame (truncated)."""
+    frames, mask = _frame_folder(tmp_path / "frames")
+    for t in range(6):
+        (frames / f"._{t:05d}.jpg").write_bytes(b"\x00\x05\x16\x07" + bytes(60))  # AppleDouble
+    for name in (".DS_Store", "Thumbs.db", "desktop.ini", "notes.txt"):
+        (frames / name).write_bytes(b"\x00" * 16)
+    out = tmp_path / "out"
+    stderr = run_ok([frames, mask, "--out", out, "--no-overlay"])
+    lines = [line for line in stderr.splitlines() if "ignored" in line]
+    assert len(lines) == 1 and "warning:" in lines[0], stderr
+    assert "ignored 10 files that are not frames (.DS_Store, ._00000.jpg" in lines[0]
+    assert "zero-padded" not in stderr
+    assert entries(out / "masks") == [f"{t:05d}.png" for t in range(6)]
+
+    (frames / "00003.jpg").write_bytes(b"")  # no image at all: named before any work
+    code, _, stderr = run_cli(run_app, [frames, mask, "--out", tmp_path / "o"])
+    assert_one_line_error(code, stderr, "00003.jpg: not a readable image")
+    data = (frames / "00002.jpg").read_bytes()
+    (frames / "00003.jpg").write_bytes(data[: len(data) // 3])  # truncated: named at its frame
+    code, _, stderr = run_cli(run_app, [frames, mask, "--out", tmp_path / "o"])
+    assert_one_line_error(code, stderr, "00003.jpg: not a readable image")
+    assert "Traceback" not in stderr and not (tmp_path / "o").exists()
+
+
+def test_an_image_given_as_the_video_is_refused(tmp_path):
+    frames, mask = _frame_folder(tmp_path / "frames")
+    (frames / "00000.jpg").rename(tmp_path / "still.dat")  # an image, whatever its name
+    for image in (frames / "00001.jpg", tmp_path / "still.dat"):
+        code, _, stderr = run_cli(run_app, [image, mask, "--out", tmp_path / "o"])
+        assert_one_line_error(code, stderr, f"{image.name}: is a single image, not a video")
+    assert str(frames) in stderr or "folder of frames" in stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_ffmpeg_says_nothing_of_its_own(clip, tmp_path):
+    """A video without its index (cut short before the moov atom): only our line on stderr."""
+    video, mask = clip
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(video.read_bytes()[:-2000])
+    (tmp_path / "text.mp4").write_text("not a video")
+    for bad in (cut, tmp_path / "text.mp4"):
+        process = _launch_run(bad, mask, tmp_path / "o")
+        _, stderr = process.communicate(timeout=240)
+        assert_one_line_error(process.returncode, stderr, bad.name, "cannot open as a video")
+        assert "moov" not in stderr and "@ 0x" not in stderr, stderr
