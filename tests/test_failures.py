@@ -627,3 +627,33 @@ def test_ffmpeg_says_nothing_of_its_own(clip, tmp_path):
         _, stderr = process.communicate(timeout=240)
         assert_one_line_error(process.returncode, stderr, bad.name, "cannot open as a video")
         assert "moov" not in stderr and "@ 0x" not in stderr, stderr
+
+
+def test_masks_in_other_image_modes(clip, tmp_path):
+    """Modes whose values are ids are taken (16-bit, 1-bit, grey with alpha, and a
+    16-bit 0/65535 binary mask); float and colour masks are refused naming the mode found."""
+    video, mask = clip
+    ids = read_mask(mask)
+    cv2.imwrite(str(tmp_path / "ids16.png"), ids.astype(np.uint16))
+    cv2.imwrite(str(tmp_path / "binary16.png"), (ids > 0).astype(np.uint16) * 65535)
+    Image.fromarray(ids > 0).convert("1").save(tmp_path / "bits.png")
+    Image.fromarray(ids, mode="L").convert("LA").save(tmp_path / "la.png")
+    assert Image.open(tmp_path / "ids16.png").mode.startswith("I")
+    expected = {"ids16.png": ids, "binary16.png": ids > 0, "bits.png": ids > 0, "la.png": ids}
+    for name, want in expected.items():
+        assert np.array_equal(read_mask(tmp_path / name), want.astype(np.uint8)), name
+    run_ok([video, tmp_path / "ids16.png", "--out", tmp_path / "ok", "--no-overlay"])
+
+    Image.fromarray(ids.astype(np.float32) / 4).save(tmp_path / "float.tif")  # 0.25, 0.5
+    Image.fromarray(ids, mode="L").convert("CMYK").save(tmp_path / "cmyk.tif")
+    cv2.imwrite(str(tmp_path / "big16.png"), ids.astype(np.uint16) * 1000)
+    refusals = {
+        "float.tif": "F image is not an id mask (32-bit float: values between ids would be",
+        "cmyk.tif": "CMYK image is not an id mask; expected a palette (P), grey-level (L)",
+        "big16.png": "ids above 255 are not supported (max 2000)",
+    }
+    for name, fragment in refusals.items():
+        code, _, stderr = run_cli(run_app, [video, tmp_path / name, "--out", tmp_path / "o"])
+        assert_one_line_error(code, stderr, name, fragment)
+        assert "holds no object" not in stderr
+    assert not (tmp_path / "o").exists()
