@@ -5,6 +5,7 @@ files and reads the one line it prints."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 from typer.testing import CliRunner
@@ -91,7 +92,7 @@ def test_a_run_that_fails_before_its_first_checkpoint_leaves_nothing(tmp_path, i
     args = small(broken, out)
     args[args.index("--workers") + 1] = "1"  # the error comes back from a worker process
     line = error_line(invoke(args))
-    assert line.endswith("16 unreadable images in a row") and "Traceback" not in line
+    assert line.endswith("none of the 3 images can be read") and "Traceback" not in line
     assert not out.exists()
     (tmp_path / "kept").mkdir()  # a folder the user made is kept, emptied of run files
     error_line(invoke(small(broken, tmp_path / "kept")))
@@ -141,3 +142,27 @@ def test_library_messages_name_config_keys_not_flags(tmp_path, images):
         str(nothing.value)
         == f"{tmp_path / 'c'}: no run to resume: the folder holds no checkpoint.pt"
     )
+
+
+def test_an_unreadable_image_is_named_once(tmp_path, images, caplog):
+    """However often it is sampled; a dataset of unreadable images says so, not '16 in a row';
+    the hidden files another system leaves beside images are not taken for images."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    shutil.copy(images / "0.jpg", folder / "0.jpg")
+    (folder / "bad.jpg").write_bytes(b"not a jpeg")
+    (folder / "._0.jpg").write_bytes(b"\x00\x05\16\x07")  # AppleDouble
+    done = invoke(small(folder, tmp_path / "run", "--repeat", "4", "--max-steps", "2"))
+    assert done.exit_code == 0, done.stderr
+    assert (
+        "2 unreadable images skipped" in done.stderr or "unreadable images skipped" in done.stderr
+    )
+    skips = [r.getMessage() for r in caplog.records if "skipping unreadable" in r.getMessage()]
+    assert len(skips) == 1 and "bad.jpg" in skips[0] and "._0.jpg" not in skips[0], skips
+    caplog.clear()
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "bad.jpg").write_bytes(b"not a jpeg")
+    line = error_line(invoke(small(alone, tmp_path / "run2")))
+    assert line.endswith("bad.jpg: none of the 1 images can be read")
+    assert sum("skipping unreadable" in r.getMessage() for r in caplog.records) == 1

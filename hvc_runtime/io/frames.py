@@ -95,7 +95,7 @@ def _natural_key(path: Path) -> list[int | str]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.stem)]
 
 
-def _is_frame_name(path: Path) -> bool:
+def is_image_name(path: Path) -> bool:
     """An image by its suffix, and neither hidden nor a file the operating system keeps."""
     name = path.name
     return (
@@ -113,8 +113,8 @@ def frame_files(folder: Path) -> list[Path]:
     10) sort wrongly as text: they are taken in numeric order, with a warning. Two files of one name (00001.jpg and 00001.png) would
     write one output mask: refused."""
     entries = [p for p in folder.iterdir() if p.is_file()]
-    files = [p for p in entries if _is_frame_name(p)]
-    ignored = sorted(p.name for p in entries if not _is_frame_name(p))
+    files = [p for p in entries if is_image_name(p)]
+    ignored = sorted(p.name for p in entries if not is_image_name(p))
     if ignored:
         warnings.warn(
             f"{folder}: ignored {len(ignored)} file{'s' if len(ignored) > 1 else ''} that "
