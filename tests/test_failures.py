@@ -262,9 +262,11 @@ def test_object_too_small_to_track_is_a_warning(clip, tmp_path):
     video, mask = clip
     ids = read_mask(mask)
     ids[2, 2] = 3  # one pixel between feature-grid points: it vanishes on the feature grid
+    ids[0, 0] = 4  # one pixel on a grid point (the corner): as small, though it does not vanish
+    ids[-1, -1] = 5
     write_palette_png(tmp_path / "tiny.png", ids)
     stderr = run_ok([video, tmp_path / "tiny.png", "--out", tmp_path / "o", "--no-overlay"])
-    assert "warning: object 3 smaller than one feature cell" in " ".join(stderr.split())
+    assert "warning: objects 3, 4, 5 smaller than one feature cell" in " ".join(stderr.split())
 
 
 # -- one line for every failure, and nothing half written -------------------------------------
