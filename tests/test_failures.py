@@ -385,6 +385,11 @@ def test_eval_names_a_missing_results_folder(tmp_path):
     (tmp_path / "results").mkdir()
     code, _, stderr = run_cli(eval_app, [tmp_path / "results", "--davis", tmp_path / "davis"])
     assert_one_line_error(code, stderr, "results/a: folder not found")
+    for results in (tmp_path / "results", tmp_path / "nowhere"):  # the sequence comes first
+        code, _, stderr = run_cli(
+            eval_app, [results, "--davis", tmp_path / "davis", "--sequences", "a,nosuchseq"]
+        )
+        assert_one_line_error(code, stderr, "no sequence nosuchseq in the dataset (it has a)")
 
 
 def test_eval_run_never_writes_into_the_dataset(tmp_path):
@@ -659,3 +664,12 @@ def test_masks_in_other_image_modes(clip, tmp_path):
         assert_one_line_error(code, stderr, name, fragment)
         assert "holds no object" not in stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_summary_paths_are_absolute(clip, tmp_path, monkeypatch):
+    video, mask = clip
+    monkeypatch.chdir(tmp_path)
+    run_ok([video.name, mask.name, "--out", "rel", "--no-overlay"])
+    summary = json.loads((tmp_path / "rel" / "summary.json").read_text())
+    assert summary["video"] == str(video.resolve()) and summary["mask"] == str(mask.resolve())
+    assert summary["masks"] == str((tmp_path / "rel" / "masks").resolve())

@@ -125,6 +125,8 @@ def _summary_payload(
     out: Path,
     overlay: bool,
 ) -> dict:
+    # absolute paths: the summary is read later, from wherever, not from the working directory
+    video, mask, out = video.resolve(), mask.resolve(), out.resolve()
     return {
         "video": str(video),
         "mask": str(mask),
