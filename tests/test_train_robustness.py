@@ -166,3 +166,9 @@ def test_an_unreadable_image_is_named_once(tmp_path, images, caplog):
     line = error_line(invoke(small(alone, tmp_path / "run2")))
     assert line.endswith("bad.jpg: none of the 1 images can be read")
     assert sum("skipping unreadable" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_help_shows_the_default_recipes_values():
+    shown = " ".join(CliRunner().invoke(app, ["--help"], env={"COLUMNS": "200"}).stdout.split())
+    for flag, default in (("--batch-size", "128"), ("--lr", "0.0003"), ("--workers", "4")):
+        assert f"{flag} <" in shown and f"[default: ({default})]" in shown, flag
