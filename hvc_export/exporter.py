@@ -27,6 +27,7 @@ from hvc_runtime.encoder.formats import FORMATS, format_spec
 from hvc_runtime.encoder.precision import EXPORT_PRECISIONS, dtype_of
 from hvc_runtime.utils.atomic import atomic_path
 from hvc_runtime.utils.errors import HvcError, OptionError
+from hvc_runtime.utils.locks import FolderLock
 from hvc_runtime.utils.provenance import library_versions
 
 # each writes the artifact to a path and returns what it adds to the manifest
@@ -119,8 +120,10 @@ def export(request: ExportRequest) -> ExportResult:
     )
     made = _make_folders(out.parent)
     staging = out.with_name(f".{out.name}.partial")
-    done = False
-    try:
+    lock, done = None, False
+    try:  # one export at a time to a path: two would share the staging file, or mix manifests
+        lock = FolderLock(out.parent, f".{out.name}.lock", "hvc-export", target=out)
+        _check_destination(request)  # again, now that no other export can be writing it
         extras = EXPORTERS[spec.name](graph, request, staging)
         manifest.versions.update(extras.get("versions", {}))
         manifest.device = extras.get("device", {})
@@ -144,6 +147,8 @@ def export(request: ExportRequest) -> ExportResult:
         done = True
     finally:
         staging.unlink(missing_ok=True)
+        if lock is not None:
+            lock.release()
         for folder in [] if done else reversed(made):  # a failed export leaves no folder behind
             folder.rmdir()
     return ExportResult(out, manifest, report)

@@ -673,3 +673,14 @@ def test_summary_paths_are_absolute(clip, tmp_path, monkeypatch):
     summary = json.loads((tmp_path / "rel" / "summary.json").read_text())
     assert summary["video"] == str(video.resolve()) and summary["mask"] == str(mask.resolve())
     assert summary["masks"] == str((tmp_path / "rel" / "masks").resolve())
+
+
+def test_an_export_to_a_path_another_export_is_writing_is_refused(tmp_path):
+    from hvc_runtime.utils.locks import FolderLock
+
+    out = tmp_path / "enc.onnx"
+    held = FolderLock(tmp_path, ".enc.onnx.lock", "hvc-export", target=out)  # as another would
+    code, _, stderr = run_cli(export_app, ["--format", "onnx", "--out", out])
+    assert_one_line_error(code, stderr, f"{out}: another hvc-export (process {os.getpid()})")
+    held.release()
+    assert entries(tmp_path) == []

@@ -20,12 +20,12 @@ from hvc_runtime.utils.errors import HvcError
 class FolderLock:
     """Hold `folder/name` locked until `release()` (or until this object or the process ends).
 
-    Raises `HvcError` at once, naming `folder` and the holder's process id, when another
-    process holds it; `what` says what the holder is doing ("an hvc-run is writing")."""
+    Raises `HvcError` at once, naming `target` (what the lock guards: default the folder) and
+    the holder's process id, when another process holds it; `what` names the holder's tool."""
 
-    def __init__(self, folder: Path, name: str, what: str) -> None:
+    def __init__(self, folder: Path, name: str, what: str, target: Path | None = None) -> None:
         self.path = Path(folder) / name
-        self._handle = _acquire(self.path, folder, what)
+        self._handle = _acquire(self.path, target or folder, what)
         self._finalizer = weakref.finalize(self, _release, self._handle, self.path)
 
     def release(self) -> None:
@@ -33,12 +33,12 @@ class FolderLock:
         self._finalizer()
 
 
-def _acquire(path: Path, folder: Path, what: str) -> IO[str]:
+def _acquire(path: Path, target: Path, what: str) -> IO[str]:
     while True:
         try:
             handle = open(path, "a+")  # noqa: SIM115 - held open for as long as the lock
         except OSError as exc:
-            raise HvcError(f"{folder}: cannot lock the output folder ({exc.strerror})") from exc
+            raise HvcError(f"{target}: cannot lock {path.name} ({exc.strerror})") from exc
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -47,8 +47,8 @@ def _acquire(path: Path, folder: Path, what: str) -> IO[str]:
             handle.close()
             process = f" (process {holder})" if holder.isdigit() else ""
             raise HvcError(
-                f"{folder}: another {what}{process} is writing into this folder; wait for it "
-                "to finish or choose another output folder"
+                f"{target}: another {what}{process} is writing it; wait for it to finish or "
+                "choose another output path"
             ) from None
         if _same_file(handle, path):  # not a file its last holder removed while we opened it
             handle.seek(0)
