@@ -64,8 +64,8 @@ class PropagationConfig:
                 "topk",
                 self.topk,
                 f"must be 1..{MAX_TOPK} (labels are a vote of the k best matches; far beyond "
-                "the official 5-20 unrelated positions outvote the object, and at 1000 every "
-                "frame after the first comes out background)",
+                "the official 5-20 unrelated positions outvote the object: at 1000 a test "
+                "clip kept 2% of it, at 5000 every frame after the first was background)",
             )
         if self.temperature < MIN_TEMPERATURE:
             raise OptionError(
