@@ -72,12 +72,6 @@ def _check_destination(request: ExportRequest) -> None:
     """Refuse a name that says another format, and to write over the source (ever) or over an
     existing artifact (unless asked)."""
     out = Path(request.out)
-    suffix = format_spec(request.format).suffix
-    if out.suffix != suffix:
-        raise HvcError(
-            f"{out}: a {request.format} artifact is named *{suffix} (the name is how people and "
-            f"hvc-run tell formats apart); use --out {out.with_suffix(suffix)}"
-        )
     if out.parent.is_dir() and not os.access(out.parent, os.W_OK):
         raise HvcError(f"{out}: folder {out.parent} is not writable")
     for target in (out, manifest_path(out)):
@@ -86,6 +80,12 @@ def _check_destination(request: ExportRequest) -> None:
                 raise HvcError(f"{target}: is the source checkpoint; choose another output path")
         if target.exists() and not request.overwrite:
             raise HvcError(f"{target}: already exists", remedy="overwrite")
+    suffix = format_spec(request.format).suffix
+    if out.suffix != suffix:
+        raise HvcError(
+            f"{out}: a {request.format} artifact is named *{suffix} (the name is how people and "
+            f"hvc-run tell formats apart); use --out {out.with_suffix(suffix)}"
+        )
 
 
 def export(request: ExportRequest) -> ExportResult:
