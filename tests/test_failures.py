@@ -27,8 +27,9 @@ from hvc_export.cli import app as export_app
 from hvc_runtime.cli import eval_app, run_app
 from hvc_runtime.encoder.checkpoints import CheckpointHeader, random_encoder, save_encoder
 from hvc_runtime.io.masks import read_mask, write_palette_png
+from hvc_runtime.propagation import PropagationConfig
 from hvc_runtime.utils.atomic import file_mode
-from hvc_runtime.utils.errors import HvcError, HvcWarning
+from hvc_runtime.utils.errors import HvcError, HvcWarning, OptionError
 from hvc_train.cli import app as train_app
 from tests.conftest import panning_clip, smooth_texture, write_video
 from tests.test_cli import assert_one_line_error, run_cli
@@ -519,6 +520,8 @@ def test_export_names_and_manifests_that_lie(clip, tmp_path):
         ("onnx", {"format": "torchscript"}, "says format torchscript", "is an ONNX model"),
         ("torchscript", {"format": "onnx"}, "says format onnx", "is a zip archive"),
         ("torchscript", {"precision": "fp16"}, "says precision fp16", "holds float32 weights"),
+        ("torchscript", {"precision": "bf16"}, "precision 'bf16' is not one artifacts are"),
+        ("onnx", {"feature_dim": "256"}, "feature_dim '256' is not a feature size"),
     ]
     for fmt, lie, *fragments in lies:
         artifact = artifacts[fmt]
@@ -569,6 +572,12 @@ def test_settings_that_make_no_sense_are_refused(clip, tmp_path, app, setting, m
     code, _, stderr = run_cli(app, [*args, *setting])
     assert_one_line_error(code, stderr, message)
     assert "Traceback" not in stderr and not (tmp_path / "o").exists()
+
+
+def test_api_settings_of_the_wrong_kind_are_refused():
+    for setting in ({"topk": 2.5}, {"context_size": True}, {"radius": float("nan")}):
+        with pytest.raises(OptionError, match=next(iter(setting))):
+            PropagationConfig(**setting)
 
 
 def test_settings_that_blur_warn_and_a_huge_radius_means_everywhere(clip, tmp_path):

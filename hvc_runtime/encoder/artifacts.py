@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from hvc_runtime.encoder.formats import FORMATS
+from hvc_runtime.encoder.precision import EXPORT_PRECISIONS
 from hvc_runtime.utils.errors import HvcError
 
 MANIFEST_VERSION = 1
@@ -72,6 +73,13 @@ def read_manifest(artifact: Path) -> Manifest:
         )
     if manifest.format not in FORMATS:
         raise HvcError(f"{path}: unknown format {manifest.format!r}")
+    if manifest.precision not in EXPORT_PRECISIONS:
+        raise HvcError(
+            f"{path}: precision {manifest.precision!r} is not one artifacts are exported in "
+            f"({', '.join(EXPORT_PRECISIONS)})"
+        )
+    if not isinstance(manifest.feature_dim, int) or manifest.feature_dim < 1:
+        raise HvcError(f"{path}: feature_dim {manifest.feature_dim!r} is not a feature size")
     if manifest.input != INPUT_CONTRACT:
         raise HvcError(
             f"{path}: input contract {manifest.input} differs from this runtime's {INPUT_CONTRACT}"

@@ -49,6 +49,10 @@ class PropagationConfig:
     )
 
     def __post_init__(self) -> None:
+        for name in ("context_size", "topk"):  # the API takes any value; a 2.5 would crash later
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise OptionError(name, value, "must be an integer")
         for name in ("temperature", "radius"):
             if not math.isfinite(getattr(self, name)):
                 raise OptionError(name, getattr(self, name), "must be a finite number")
