@@ -172,3 +172,24 @@ def test_help_shows_the_default_recipes_values():
     shown = " ".join(CliRunner().invoke(app, ["--help"], env={"COLUMNS": "200"}).stdout.split())
     for flag, default in (("--batch-size", "128"), ("--lr", "0.0003"), ("--workers", "4")):
         assert f"{flag} <" in shown and f"[default: ({default})]" in shown, flag
+
+
+def test_a_second_run_into_a_folder_being_trained_is_refused(tmp_path, images):
+    """Two runs into one folder would overwrite each other's checkpoints: the second is refused
+    at once, naming the first process, and leaves the folder as it was."""
+    import os
+
+    from hvc_runtime.utils.locks import FolderLock
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text("{}")  # what the first run has written so far
+    held = FolderLock(out, ".hvc-train.lock", "hvc-train")  # as the first run holds it
+    for extra in ([], ["--force"]):
+        line = error_line(invoke(small(images, out, *extra)))
+        assert line.startswith(f"error: {out}: another hvc-train (process {os.getpid()})")
+    assert sorted(p.name for p in out.iterdir()) == [".hvc-train.lock", "config.json"]
+    held.release()
+    done = invoke(small(images, out, "--force"))
+    assert done.exit_code == 0, done.stderr
+    assert ".hvc-train.lock" not in [p.name for p in out.iterdir()]
