@@ -7,9 +7,11 @@ out-of-memory faults come from a writer or an encoder patched to fail as the rea
 
 from __future__ import annotations
 
+import csv
 import errno
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -696,3 +698,17 @@ def test_an_export_to_a_path_another_export_is_writing_is_refused(tmp_path):
     assert_one_line_error(code, stderr, f"{out}: another hvc-export (process {os.getpid()})")
     held.release()
     assert entries(tmp_path) == []
+
+
+def test_eval_ignores_the_hidden_files_beside_annotations(tmp_path):
+    from tests.test_davis import make_dataset
+
+    make_dataset(tmp_path / "davis", ["a"])
+    annotations = tmp_path / "davis" / "Annotations" / "480p" / "a"
+    shutil.copytree(annotations, tmp_path / "results" / "a")  # a perfect result
+    for t in range(6):
+        (annotations / f"._{t:05d}.png").write_bytes(b"\x00\x05\x16\x07" + bytes(60))
+    code, _, stderr = run_cli(eval_app, [tmp_path / "results", "--davis", tmp_path / "davis"])
+    assert code == 0, stderr
+    rows = list(csv.reader((tmp_path / "results" / "global_results-val.csv").open()))
+    assert float(rows[1][0]) == 1.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from hvc_runtime.io.frames import is_image_name
 from hvc_runtime.utils.errors import HvcError
 
 MASK_SUFFIX = ".png"
@@ -76,7 +77,9 @@ class DavisDataset:
         return names
 
     def annotation_files(self, sequence: str) -> list[Path]:
-        files = sorted(self.annotations_dir(sequence).glob(f"*{MASK_SUFFIX}"))
+        files = sorted(
+            p for p in self.annotations_dir(sequence).glob(f"*{MASK_SUFFIX}") if is_image_name(p)
+        )  # not the hidden `._00000.png` files that copying from macOS leaves beside each mask
         if not files:
             raise HvcError(f"{self.annotations_dir(sequence)}: no annotation PNGs")
         return files
