@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -58,8 +59,8 @@ def main(
     """Export CHECKPOINT (default: the default encoder) and verify it against PyTorch."""
     with user_errors():
         shapes = ShapeRange(parse_shape(min_shape), parse_shape(opt_shape), parse_shape(max_shape))
-        if max_batch < 1:
-            raise HvcError(f"--max-batch {max_batch}: must be at least 1")
+        if not (math.isfinite(workspace_gb) and workspace_gb > 0):
+            raise HvcError(f"--workspace-gb {workspace_gb}: must be a positive number")
         if out is None:
             out = default_artifact_path(checkpoint, format, precision)
         frames = None

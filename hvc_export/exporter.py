@@ -27,6 +27,7 @@ from hvc_runtime.encoder.formats import FORMATS, format_spec
 from hvc_runtime.encoder.precision import EXPORT_PRECISIONS, dtype_of
 from hvc_runtime.utils.atomic import atomic_path
 from hvc_runtime.utils.errors import HvcError, OptionError
+from hvc_runtime.utils.locks import FolderLock
 from hvc_runtime.utils.provenance import library_versions
 
 # each writes the artifact to a path and returns what it adds to the manifest
@@ -68,11 +69,10 @@ def _same_file(a: Path, b: Path | None) -> bool:
 
 
 def _check_destination(request: ExportRequest) -> None:
-    """Refuse to write over the source (ever) or over an existing artifact (unless asked)."""
+    """Refuse a name that says another format, and to write over the source (ever) or over an
+    existing artifact (unless asked)."""
     out = Path(request.out)
-    if not out.parent.is_dir():
-        raise HvcError(f"{out}: folder {out.parent} does not exist")
-    if not os.access(out.parent, os.W_OK):
+    if out.parent.is_dir() and not os.access(out.parent, os.W_OK):
         raise HvcError(f"{out}: folder {out.parent} is not writable")
     for target in (out, manifest_path(out)):
         for source in (request.checkpoint, request.moco):
@@ -80,6 +80,12 @@ def _check_destination(request: ExportRequest) -> None:
                 raise HvcError(f"{target}: is the source checkpoint; choose another output path")
         if target.exists() and not request.overwrite:
             raise HvcError(f"{target}: already exists", remedy="overwrite")
+    suffix = format_spec(request.format).suffix
+    if out.suffix != suffix:
+        raise HvcError(
+            f"{out}: a {request.format} artifact is named *{suffix} (the name is how people and "
+            f"hvc-run tell formats apart); use --out {out.with_suffix(suffix)}"
+        )
 
 
 def export(request: ExportRequest) -> ExportResult:
@@ -112,8 +118,12 @@ def export(request: ExportRequest) -> ExportResult:
             "std": list(loaded.encoder.normalization.std),
         },
     )
+    made = _make_folders(out.parent)
     staging = out.with_name(f".{out.name}.partial")
-    try:
+    lock, done = None, False
+    try:  # one export at a time to a path: two would share the staging file, or mix manifests
+        lock = FolderLock(out.parent, f".{out.name}.lock", "hvc-export", target=out)
+        _check_destination(request)  # again, now that no other export can be writing it
         extras = EXPORTERS[spec.name](graph, request, staging)
         manifest.versions.update(extras.get("versions", {}))
         manifest.device = extras.get("device", {})
@@ -134,9 +144,24 @@ def export(request: ExportRequest) -> ExportResult:
         with atomic_path(manifest_path(out)) as tmp:  # the manifest appears with the artifact
             tmp.write_text(manifest.to_json())
             os.replace(staging, out)
+        done = True
     finally:
         staging.unlink(missing_ok=True)
+        if lock is not None:
+            lock.release()
+        for folder in [] if done else reversed(made):  # a failed export leaves no folder behind
+            folder.rmdir()
     return ExportResult(out, manifest, report)
+
+
+def _make_folders(folder: Path) -> list[Path]:
+    """Create `folder` and its missing parents, as `hvc-run --out` does; the ones it made."""
+    missing = [p for p in (folder, *folder.parents) if not p.exists()][::-1]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HvcError(f"{folder}: cannot create the output folder ({exc.strerror})") from exc
+    return missing
 
 
 def parity_sizes(shapes: ShapeRange) -> list[tuple[int, int]]:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from hvc_export.graph import ShapeRange
+from hvc_runtime.utils.errors import OptionError
 
 
 @dataclass
@@ -28,3 +29,9 @@ class ExportRequest:
     workspace_bytes: int = 4 << 30
     timing_cache: Path | None = None
     version_compatible: bool = False
+
+    def __post_init__(self) -> None:
+        if self.max_batch < 1:
+            raise OptionError("max_batch", self.max_batch, "must be at least 1")
+        if self.workspace_bytes < 1:
+            raise OptionError("workspace_bytes", self.workspace_bytes, "must be positive")

@@ -205,10 +205,14 @@ class Segmenter:
         if not new_ids:
             return None
         labels = self._downsample(mask, new_ids, grid)
+        # an object of fewer pixels than one cell is too small wherever it lies; the grid test
+        # alone missed one on a grid point (a corner), which keeps a whole cell's weight
+        cell = mask.size / (grid[0] * grid[1])
+        pixels = np.bincount(mask.ravel(), minlength=256)
         lost = [
             i
             for i, area in zip(new_ids, labels.flatten(1).sum(1).tolist(), strict=True)
-            if i and not area
+            if i and (not area or pixels[i] < cell)
         ]
         if lost:
             warnings.warn(

@@ -6,10 +6,14 @@ config is saved as `config.json` in the run folder. Under torchrun every rank ru
 
 from __future__ import annotations
 
+import copy
+import inspect
 import os
 import shlex
+import typing
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -36,7 +40,28 @@ def resume_command(out: Path) -> str:
     return f"hvc-train {tail}"
 
 
+def _show_config_defaults(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The config options are None unless given (a file or recipe may set them instead), so
+    --help would show no default: show the default recipe's (`TrainConfig()`) values."""
+    defaults = TrainConfig()
+    signature = inspect.signature(command, eval_str=True)
+    parameters = []
+    for parameter in signature.parameters.values():
+        if parameter.name in TrainConfig.__dataclass_fields__:
+            kind, info = typing.get_args(parameter.annotation)
+            info = copy.copy(info)  # the Number/Count/Switch options share one object
+            value = getattr(defaults, parameter.name)
+            info.show_default = (
+                ", ".join(value) or "none" if isinstance(value, list) else str(value)
+            )
+            parameter = parameter.replace(annotation=Annotated[kind, info])
+        parameters.append(parameter)
+    command.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    return command
+
+
 @app.command()
+@_show_config_defaults
 def main(
     out: Annotated[Path, typer.Option(help="Run folder (checkpoint, config, encoder, logs).")],
     config: Annotated[Path | None, typer.Option(help="TOML or YAML config file.")] = None,

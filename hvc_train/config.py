@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import tomllib
 import types
 import typing
@@ -97,6 +98,18 @@ class TrainConfig:
         for key in ("color_jitter", "grayscale"):
             if not 0 <= getattr(self, key) <= 1:
                 raise OptionError(key, getattr(self, key), "must be within [0, 1]")
+        for item in dataclasses.fields(self):
+            value = getattr(self, item.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise OptionError(item.name, value, "must be a finite number")
+        if not 0 < self.lr <= 1:
+            raise OptionError("lr", self.lr, "must be in (0, 1] (larger steps diverge at once)")
+        if not 0 <= self.momentum <= 1:
+            raise OptionError("momentum", self.momentum, "must be within [0, 1]")
+        if self.pos_radius <= 0:
+            raise OptionError("pos_radius", self.pos_radius, "must be > 0 (no pair is positive)")
+        if self.val_size is not None and self.val_size < 8:
+            raise OptionError("val_size", self.val_size, "must be at least 8 pixels")
         if self.val_every and not self.val_davis:
             raise OptionError("val_every", self.val_every, "needs val_davis (a DAVIS-format root)")
 

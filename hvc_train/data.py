@@ -18,7 +18,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset, Sampler
 
-from hvc_runtime.io.frames import IMAGE_SUFFIXES
+from hvc_runtime.io.frames import is_image_name
 from hvc_runtime.utils.errors import HvcError
 from hvc_train.augment import recolour
 from hvc_train.crops import crop_pair
@@ -37,9 +37,7 @@ class FrameIndex:
 
 
 def _images_under(folder: Path) -> list[Path]:
-    return sorted(
-        p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-    )
+    return sorted(p for p in folder.rglob("*") if is_image_name(p) and p.is_file())
 
 
 def _video_root(root: Path) -> Path:
@@ -196,6 +194,7 @@ class CropPairDataset(Dataset):
         self.max_scale = max_scale
         self.color_jitter = color_jitter
         self.grayscale = grayscale
+        self._reported: set[Path] = set()  # unreadable files already named (per process)
 
     def __len__(self) -> int:
         return len(self.index.files)
@@ -203,13 +202,17 @@ class CropPairDataset(Dataset):
     def __getitem__(self, item: Item):
         epoch, position, file_index = item
         rng = np.random.default_rng([self.seed, epoch, position])
-        for skipped in range(MAX_SKIPS):
-            path = self.index.files[(file_index + skipped) % len(self.index.files)]
+        files = self.index.files
+        tries = min(MAX_SKIPS, len(files))  # each file once: a small dataset wraps around
+        for skipped in range(tries):
+            path = files[(file_index + skipped) % len(files)]
             try:
                 with Image.open(path) as image:
                     rgb = np.asarray(image.convert("RGB"))
             except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-                log.warning("skipping unreadable image %s (%s)", path, exc)
+                if path not in self._reported:  # one line per file, however often sampled
+                    self._reported.add(path)
+                    log.warning("skipping unreadable image %s (%s)", path, exc)
                 continue
             view1, view2, box1, box2 = crop_pair(
                 rgb, rng, self.size, self.min_scale, self.max_scale
@@ -218,4 +221,6 @@ class CropPairDataset(Dataset):
                 recolour(view, rng, self.color_jitter, self.grayscale) for view in (view1, view2)
             )
             return view1, view2, box1, box2, torch.tensor(skipped)
-        raise HvcError(f"{self.index.files[file_index]}: {MAX_SKIPS} unreadable images in a row")
+        if tries == len(files):
+            raise HvcError(f"{files[file_index]}: none of the {len(files)} images can be read")
+        raise HvcError(f"{files[file_index]}: {MAX_SKIPS} unreadable images in a row")

@@ -13,12 +13,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from hvc_runtime.utils.errors import FlagNamer, HvcError
+from hvc_runtime.utils.locks import FolderLock
 
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.json"
 ENCODER = "encoder.safetensors"
 TENSORBOARD = "tensorboard"
 RUN_FILES = (CHECKPOINT, CONFIG, ENCODER, TENSORBOARD)
+LOCK = ".hvc-train.lock"  # held by the process training into the folder (see FolderLock)
 
 
 class RunExists(HvcError):
@@ -61,7 +63,7 @@ def check_run_folder(folder: Path, force: bool) -> None:
         return
     if (folder / CHECKPOINT).is_file() and not force:
         raise RunExists(folder)
-    foreign = [p.name for p in folder.iterdir() if not _is_run_file(p)]
+    foreign = [p.name for p in folder.iterdir() if not _is_run_file(p) and p.name != LOCK]
     if foreign and not force:
         raise HvcError(
             f"{folder}: folder is not empty and holds no run ({', '.join(sorted(foreign)[:3])}"
@@ -72,24 +74,29 @@ def check_run_folder(folder: Path, force: bool) -> None:
 
 @contextmanager
 def run_folder(folder: Path, resume: bool, force: bool, owner: bool = True) -> Iterator[None]:
-    """Claim `folder` for a new run and clean up after a failure that comes before its first
-    checkpoint (a resumed run has one: nothing to claim). Only the `owner` (rank 0) touches it."""
-    if resume or not owner:
+    """Claim `folder` for a run and clean up after a failure that comes before its first
+    checkpoint (a resumed run has one: nothing to clean). Only the `owner` (rank 0) touches it;
+    it holds the folder's lock throughout, so a second run into it is refused at once."""
+    existed = folder.is_dir()
+    if not owner or (resume and not existed):  # the caller reports a missing run
         yield
         return
-    existed = folder.is_dir()
-    if existed:
-        check_run_folder(folder, force)
-        for path in folder.iterdir():
-            if _is_run_file(path):
-                _remove(path)  # a replaced run, or leftovers of one that never checkpointed
     folder.mkdir(parents=True, exist_ok=True)
+    lock = FolderLock(folder, LOCK, "hvc-train")
     try:
+        if existed and not resume:
+            check_run_folder(folder, force)
+            for path in folder.iterdir():
+                if _is_run_file(path):
+                    _remove(path)  # a replaced run, or leftovers of one that never checkpointed
         yield
     except BaseException:
-        if not (folder / CHECKPOINT).is_file():
+        if not resume and not (folder / CHECKPOINT).is_file():
             for name in RUN_FILES:
                 _remove(folder / name)
+            lock.release()
             if not existed and not any(folder.iterdir()):
                 folder.rmdir()
         raise
+    finally:
+        lock.release()

@@ -20,6 +20,7 @@ from hvc_runtime.encoder.artifacts import INPUT_CONTRACT, manifest_path, read_ma
 from hvc_runtime.encoder.backends import load_backend
 from hvc_runtime.encoder.backends.torchscript import quiet_jit
 from hvc_runtime.encoder.checkpoints import CheckpointHeader, load_encoder, save_encoder
+from hvc_runtime.encoder.formats import FORMATS
 from hvc_runtime.io.masks import read_mask
 from hvc_runtime.utils.errors import HvcError
 from tests.conftest import smooth_texture
@@ -50,7 +51,7 @@ def checkpoints(tmp_path_factory):
     ],
 )
 def test_round_trip_and_parity(checkpoints, tmp_path, fmt, source):
-    out = tmp_path / f"enc.{fmt}"
+    out = tmp_path / f"enc{FORMATS[fmt].suffix}"
     result = export(ExportRequest(checkpoints[source], fmt, out, shapes=SMALL))
     assert result.report.passed and len(result.report.sizes) == 2
     assert result.report.mean_cosine >= 0.99999 and result.report.mask_agreement == 1.0
@@ -137,8 +138,13 @@ def test_bad_requests(checkpoints, tmp_path):
         ShapeRange((256, 256), (128, 128), (512, 512))
     with pytest.raises(HvcError, match="not a multiple of 8"):
         ShapeRange((60, 64), (128, 128), (512, 512)).require_multiple_of_8()
-    with pytest.raises(HvcError, match="does not exist"):
-        export(ExportRequest(None, "onnx", tmp_path / "missing" / "a.onnx", shapes=SMALL))
+    with pytest.raises(HvcError, match="not a resnet18"):
+        export(
+            ExportRequest(
+                tmp_path / "notanencoder.pth", "onnx", tmp_path / "new" / "a.onnx", shapes=SMALL
+            )
+        )
+    assert not (tmp_path / "new").exists()  # a failed export makes no folder
     readonly = tmp_path / "readonly"
     readonly.mkdir()
     readonly.chmod(0o500)

@@ -7,9 +7,11 @@ out-of-memory faults come from a writer or an encoder patched to fail as the rea
 
 from __future__ import annotations
 
+import csv
 import errno
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,8 +29,10 @@ from hvc_export.cli import app as export_app
 from hvc_runtime.cli import eval_app, run_app
 from hvc_runtime.encoder.checkpoints import CheckpointHeader, random_encoder, save_encoder
 from hvc_runtime.io.masks import read_mask, write_palette_png
+from hvc_runtime.propagation import PropagationConfig
 from hvc_runtime.utils.atomic import file_mode
-from hvc_runtime.utils.errors import HvcError, HvcWarning
+from hvc_runtime.utils.errors import HvcError, HvcWarning, OptionError
+from hvc_train.cli import app as train_app
 from tests.conftest import panning_clip, smooth_texture, write_video
 from tests.test_cli import assert_one_line_error, run_cli
 
@@ -261,9 +265,11 @@ def test_object_too_small_to_track_is_a_warning(clip, tmp_path):
     video, mask = clip
     ids = read_mask(mask)
     ids[2, 2] = 3  # one pixel between feature-grid points: it vanishes on the feature grid
+    ids[0, 0] = 4  # one pixel on a grid point (the corner): as small, though it does not vanish
+    ids[-1, -1] = 5
     write_palette_png(tmp_path / "tiny.png", ids)
     stderr = run_ok([video, tmp_path / "tiny.png", "--out", tmp_path / "o", "--no-overlay"])
-    assert "warning: object 3 smaller than one feature cell" in " ".join(stderr.split())
+    assert "warning: objects 3, 4, 5 smaller than one feature cell" in " ".join(stderr.split())
 
 
 # -- one line for every failure, and nothing half written -------------------------------------
@@ -382,6 +388,11 @@ def test_eval_names_a_missing_results_folder(tmp_path):
     (tmp_path / "results").mkdir()
     code, _, stderr = run_cli(eval_app, [tmp_path / "results", "--davis", tmp_path / "davis"])
     assert_one_line_error(code, stderr, "results/a: folder not found")
+    for results in (tmp_path / "results", tmp_path / "nowhere"):  # the sequence comes first
+        code, _, stderr = run_cli(
+            eval_app, [results, "--davis", tmp_path / "davis", "--sequences", "a,nosuchseq"]
+        )
+        assert_one_line_error(code, stderr, "no sequence nosuchseq in the dataset (it has a)")
 
 
 def test_eval_run_never_writes_into_the_dataset(tmp_path):
@@ -442,3 +453,262 @@ def test_help_does_not_promise_a_shipped_checkpoint():
     for app in (run_app, eval_app, export_app):
         result = runner.invoke(app, ["--help"])
         assert result.exit_code == 0 and "shipped" not in result.stdout
+
+
+# -- concurrent runs, settings, frame folders, masks and artifacts (issue 18) ----------------
+
+
+def _launch_run(video, mask, out, *extra):
+    launch = [sys.executable, "-c", "from hvc_runtime.cli import run_app; run_app()"]
+    args = [str(video), str(mask), "--out", str(out), "--device", "cpu", "--no-overlay", *extra]
+    return subprocess.Popen(
+        [*launch, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def _pause_once_staging(process, out):
+    """Stop the run (SIGSTOP) once it has staged two masks: it then holds the folder for as
+    long as the test needs, however fast the machine."""
+    staged = out / ".hvc-run.partial" / ".masks.partial"
+    deadline = time.monotonic() + 240
+    while len(list(staged.glob("*.png"))) < 2 and process.poll() is None:
+        assert time.monotonic() < deadline, "the run never started writing masks"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGSTOP)
+    assert process.poll() is None, process.communicate()
+
+
+def test_two_runs_into_one_folder_never_share_it(tmp_path):
+    """A second hvc-run into a folder another is writing is refused at once, naming the folder
+    and the other process; the first finishes whole. A holder killed with -9 blocks nothing."""
+    video, mask = panning_clip(tmp_path, frames=12)
+    out = tmp_path / "out"
+    first = _launch_run(video, mask, out)
+    _pause_once_staging(first, out)
+    second = _launch_run(video, mask, out)
+    _, stderr = second.communicate(timeout=120)
+    assert_one_line_error(second.returncode, stderr, str(out), f"process {first.pid}")
+    assert ".partial" not in stderr and ".lock" not in stderr
+    first.send_signal(signal.SIGCONT)
+    _, stderr = first.communicate(timeout=240)
+    assert first.returncode == 0, stderr
+    assert len(list((out / "masks").glob("*.png"))) == 12
+    assert json.loads((out / "summary.json").read_text())["frames"] == 12
+    assert entries(out) == ["masks", "summary.json"]
+
+    killed = _launch_run(video, mask, out)
+    _pause_once_staging(killed, out)
+    killed.kill()
+    killed.communicate(timeout=60)
+    run_ok([video, mask, "--out", out, "--no-overlay"])
+    assert entries(out) == ["masks", "summary.json"]
+
+
+def test_export_names_and_manifests_that_lie(clip, tmp_path):
+    """`--out` must carry the format's suffix (a missing folder is made); an artifact whose
+    manifest says another format, precision or feature size than the file is refused."""
+    shapes = ["--min-shape", "64x64", "--opt-shape", "64x96", "--max-shape", "128x128"]
+    code, _, stderr = run_cli(export_app, ["--format", "onnx", "--out", tmp_path / "x.pt", *shapes])
+    assert_one_line_error(code, stderr, "x.pt: a onnx artifact is named *.onnx", "x.onnx")
+    assert entries(tmp_path) == ["clip.mp4", "mask.png"]
+    artifacts = {"onnx": tmp_path / "new" / "sub" / "enc.onnx", "torchscript": tmp_path / "e.pt"}
+    for fmt, artifact in artifacts.items():
+        code, _, stderr = run_cli(export_app, ["--format", fmt, "--out", artifact, *shapes])
+        assert code == 0 and artifact.is_file(), stderr
+    video, mask = clip
+    lies = [
+        ("onnx", {"precision": "fp16"}, "says precision fp16", "tensor(float)"),
+        ("onnx", {"feature_dim": 512}, "says 512-d features", "returns 256-d"),
+        ("onnx", {"format": "torchscript"}, "says format torchscript", "is an ONNX model"),
+        ("torchscript", {"format": "onnx"}, "says format onnx", "is a zip archive"),
+        ("torchscript", {"precision": "fp16"}, "says precision fp16", "holds float32 weights"),
+        ("torchscript", {"precision": "bf16"}, "precision 'bf16' is not one artifacts are"),
+        ("onnx", {"feature_dim": "256"}, "feature_dim '256' is not a feature size"),
+    ]
+    for fmt, lie, *fragments in lies:
+        artifact = artifacts[fmt]
+        manifest = Path(f"{artifact}.json")
+        honest = manifest.read_text()
+        manifest.write_text(json.dumps({**json.loads(honest), **lie}))
+        code, _, stderr = run_cli(
+            run_app, [video, mask, "--checkpoint", artifact, "--out", tmp_path / "o"]
+        )
+        assert_one_line_error(code, stderr, artifact.name, *fragments)
+        manifest.write_text(honest)
+    assert not (tmp_path / "o").exists()
+
+
+NONSENSE_SETTINGS = [
+    (run_app, ["--temperature", "nan"], "--temperature nan: must be a finite number"),
+    (run_app, ["--temperature", "inf"], "--temperature inf: must be a finite number"),
+    (run_app, ["--temperature", "1e-45"], "--temperature 1e-45: must be >= 0.0001"),
+    (run_app, ["--radius", "nan"], "--radius nan: must be a finite number"),
+    (run_app, ["--radius", "-inf"], "--radius -inf: must be a finite number"),
+    (run_app, ["--topk", "5000"], "--topk 5000: must be 1..100"),
+    (run_app, ["--context", "1000000000"], "--context 1000000000: must be 0..1000"),
+    (run_app, ["--size", "0"], "--size 0: must be at least 8"),
+    (eval_app, ["--temperature", "nan"], "--temperature nan: must be a finite number"),
+    (train_app, ["--lr", "nan"], "--lr nan: must be a finite number"),
+    (train_app, ["--lr", "100"], "--lr 100.0: must be in (0, 1]"),
+    (train_app, ["--momentum", "2"], "--momentum 2.0: must be within [0, 1]"),
+    (train_app, ["--pos-radius", "0"], "--pos-radius 0.0: must be > 0"),
+    (train_app, ["--dynamic-sign", "inf"], "--dynamic-sign inf: must be a finite number"),
+    (train_app, ["--min-crop", "nan"], "--min-crop nan"),
+    (train_app, ["--val-size", "0"], "--val-size 0: must be at least 8"),
+    (export_app, ["--workspace-gb", "nan"], "--workspace-gb nan: must be a positive number"),
+    (export_app, ["--max-batch", "0"], "--max-batch 0: must be at least 1"),
+]
+
+
+@pytest.mark.parametrize(("app", "setting", "message"), NONSENSE_SETTINGS)
+def test_settings_that_make_no_sense_are_refused(clip, tmp_path, app, setting, message):
+    """Non-finite numbers and magnitudes that leave nothing meaningful (every frame after the
+    first background, memory for a billion context frames): one line naming the flag."""
+    video, mask = clip
+    args = {
+        run_app: [video, mask, "--out", tmp_path / "o"],
+        eval_app: [tmp_path / "o", "--davis", tmp_path, "--run"],
+        train_app: ["--out", tmp_path / "o", "--images", tmp_path],
+        export_app: ["--out", tmp_path / "o" / "enc.onnx"],
+    }[app]
+    code, _, stderr = run_cli(app, [*args, *setting])
+    assert_one_line_error(code, stderr, message)
+    assert "Traceback" not in stderr and not (tmp_path / "o").exists()
+
+
+def test_api_settings_of_the_wrong_kind_are_refused():
+    for setting in ({"topk": 2.5}, {"context_size": True}, {"radius": float("nan")}):
+        with pytest.raises(OptionError, match=next(iter(setting))):
+            PropagationConfig(**setting)
+
+
+def test_settings_that_blur_warn_and_a_huge_radius_means_everywhere(clip, tmp_path):
+    video, mask = clip
+    out = tmp_path / "o"
+    stderr = run_ok([video, mask, "--out", out, "--temperature", "5", "--radius", "1e12"])
+    assert "warning: temperature 5.0: above 1.0 the top-k matches" in " ".join(stderr.split())
+    assert read_mask(out / "masks" / "00005.png").any()
+
+
+def _frame_folder(root, count=6):
+    root.mkdir()
+    for t in range(count):
+        Image.fromarray(smooth_texture(40, 56, seed=t)).save(root / f"{t:05d}.jpg")
+    mask = np.zeros((40, 56), np.uint8)
+    mask[10:30, 10:30] = 1
+    write_palette_png(root.parent / "mask.png", mask)
+    return root, root.parent / "mask.png"
+
+
+def test_files_that_are_not_frames_in_a_frame_folder(tmp_path):
+    """What copying from another system leaves beside each frame (AppleDouble `._*`, .DS_Store,
+    Thumbs.db) and non-images are ignored with one warning; an image file that cannot be read
+    is named before the run starts (no header) or at its frame (truncated)."""
+    frames, mask = _frame_folder(tmp_path / "frames")
+    for t in range(6):
+        (frames / f"._{t:05d}.jpg").write_bytes(b"\x00\x05\x16\x07" + bytes(60))  # AppleDouble
+    for name in (".DS_Store", "Thumbs.db", "desktop.ini", "notes.txt"):
+        (frames / name).write_bytes(b"\x00" * 16)
+    out = tmp_path / "out"
+    stderr = run_ok([frames, mask, "--out", out, "--no-overlay"])
+    lines = [line for line in stderr.splitlines() if "ignored" in line]
+    assert len(lines) == 1 and "warning:" in lines[0], stderr
+    assert "ignored 10 files that are not frames (.DS_Store, ._00000.jpg" in lines[0]
+    assert "zero-padded" not in stderr
+    assert entries(out / "masks") == [f"{t:05d}.png" for t in range(6)]
+
+    (frames / "00003.jpg").write_bytes(b"")  # no image at all: named before any work
+    code, _, stderr = run_cli(run_app, [frames, mask, "--out", tmp_path / "o"])
+    assert_one_line_error(code, stderr, "00003.jpg: not a readable image")
+    data = (frames / "00002.jpg").read_bytes()
+    (frames / "00003.jpg").write_bytes(data[: len(data) // 3])  # truncated: named at its frame
+    code, _, stderr = run_cli(run_app, [frames, mask, "--out", tmp_path / "o"])
+    assert_one_line_error(code, stderr, "00003.jpg: not a readable image")
+    assert "Traceback" not in stderr and not (tmp_path / "o").exists()
+
+
+def test_an_image_given_as_the_video_is_refused(tmp_path):
+    frames, mask = _frame_folder(tmp_path / "frames")
+    (frames / "00000.jpg").rename(tmp_path / "still.dat")  # an image, whatever its name
+    for image in (frames / "00001.jpg", tmp_path / "still.dat"):
+        code, _, stderr = run_cli(run_app, [image, mask, "--out", tmp_path / "o"])
+        assert_one_line_error(code, stderr, f"{image.name}: is a single image, not a video")
+    assert str(frames) in stderr or "folder of frames" in stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_ffmpeg_says_nothing_of_its_own(clip, tmp_path):
+    """A video without its index (cut short before the moov atom): only our line on stderr."""
+    video, mask = clip
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(video.read_bytes()[:-2000])
+    (tmp_path / "text.mp4").write_text("not a video")
+    for bad in (cut, tmp_path / "text.mp4"):
+        process = _launch_run(bad, mask, tmp_path / "o")
+        _, stderr = process.communicate(timeout=240)
+        assert_one_line_error(process.returncode, stderr, bad.name, "cannot open as a video")
+        assert "moov" not in stderr and "@ 0x" not in stderr, stderr
+
+
+def test_masks_in_other_image_modes(clip, tmp_path):
+    """Modes whose values are ids are taken (16-bit, 1-bit, grey with alpha, and a
+    16-bit 0/65535 binary mask); float and colour masks are refused naming the mode found."""
+    video, mask = clip
+    ids = read_mask(mask)
+    cv2.imwrite(str(tmp_path / "ids16.png"), ids.astype(np.uint16))
+    cv2.imwrite(str(tmp_path / "binary16.png"), (ids > 0).astype(np.uint16) * 65535)
+    Image.fromarray(ids > 0).convert("1").save(tmp_path / "bits.png")
+    Image.fromarray(ids, mode="L").convert("LA").save(tmp_path / "la.png")
+    assert Image.open(tmp_path / "ids16.png").mode.startswith("I")
+    expected = {"ids16.png": ids, "binary16.png": ids > 0, "bits.png": ids > 0, "la.png": ids}
+    for name, want in expected.items():
+        assert np.array_equal(read_mask(tmp_path / name), want.astype(np.uint8)), name
+    run_ok([video, tmp_path / "ids16.png", "--out", tmp_path / "ok", "--no-overlay"])
+
+    Image.fromarray(ids.astype(np.float32) / 4).save(tmp_path / "float.tif")  # 0.25, 0.5
+    Image.fromarray(ids, mode="L").convert("CMYK").save(tmp_path / "cmyk.tif")
+    cv2.imwrite(str(tmp_path / "big16.png"), ids.astype(np.uint16) * 1000)
+    refusals = {
+        "float.tif": "F image is not an id mask (32-bit float: values between ids would be",
+        "cmyk.tif": "CMYK image is not an id mask; expected a palette (P), grey-level (L)",
+        "big16.png": "ids above 255 are not supported (max 2000)",
+    }
+    for name, fragment in refusals.items():
+        code, _, stderr = run_cli(run_app, [video, tmp_path / name, "--out", tmp_path / "o"])
+        assert_one_line_error(code, stderr, name, fragment)
+        assert "holds no object" not in stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_summary_paths_are_absolute(clip, tmp_path, monkeypatch):
+    video, mask = clip
+    monkeypatch.chdir(tmp_path)
+    run_ok([video.name, mask.name, "--out", "rel", "--no-overlay"])
+    summary = json.loads((tmp_path / "rel" / "summary.json").read_text())
+    assert summary["video"] == str(video.resolve()) and summary["mask"] == str(mask.resolve())
+    assert summary["masks"] == str((tmp_path / "rel" / "masks").resolve())
+
+
+def test_an_export_to_a_path_another_export_is_writing_is_refused(tmp_path):
+    from hvc_runtime.utils.locks import FolderLock
+
+    out = tmp_path / "enc.onnx"
+    held = FolderLock(tmp_path, ".enc.onnx.lock", "hvc-export", target=out)  # as another would
+    code, _, stderr = run_cli(export_app, ["--format", "onnx", "--out", out])
+    assert_one_line_error(code, stderr, f"{out}: another hvc-export (process {os.getpid()})")
+    held.release()
+    assert entries(tmp_path) == []
+
+
+def test_eval_ignores_the_hidden_files_beside_annotations(tmp_path):
+    from tests.test_davis import make_dataset
+
+    make_dataset(tmp_path / "davis", ["a"])
+    annotations = tmp_path / "davis" / "Annotations" / "480p" / "a"
+    shutil.copytree(annotations, tmp_path / "results" / "a")  # a perfect result
+    for t in range(6):
+        (annotations / f"._{t:05d}.png").write_bytes(b"\x00\x05\x16\x07" + bytes(60))
+    code, _, stderr = run_cli(eval_app, [tmp_path / "results", "--davis", tmp_path / "davis"])
+    assert code == 0, stderr
+    rows = list(csv.reader((tmp_path / "results" / "global_results-val.csv").open()))
+    assert float(rows[1][0]) == 1.0

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from hvc_runtime.cli import run_app
 from hvc_runtime.io.masks import write_palette_png
-from hvc_runtime.utils.errors import HvcError
+from hvc_runtime.utils.errors import HvcError, HvcWarning
 from hvc_train.checkpointing import load_checkpoint, save_checkpoint
 from hvc_train.config import TrainConfig, load_config
 from hvc_train.crops import cell_centres, crop_pair
@@ -174,7 +174,8 @@ def test_corrupt_images_are_skipped_and_counted(image_tree, tmp_path):
     data = (root / "set0" / "000.jpg").read_bytes()
     (root / "set0" / "000.jpg").write_bytes(data[:200])
     (root / "set1" / "bad.png").write_text("not an image")
-    result = train(tiny(root, max_steps=8, epochs=2), tmp_path / "run", show_progress=False)
+    with pytest.warns(HvcWarning, match=r"skipped \d+ unreadable images"):  # not left to leak
+        result = train(tiny(root, max_steps=8, epochs=2), tmp_path / "run", show_progress=False)
     assert result.skipped_images >= 2 and np.isfinite(result.losses).all()
 
 

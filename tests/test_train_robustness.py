@@ -5,6 +5,7 @@ files and reads the one line it prints."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 from typer.testing import CliRunner
@@ -91,7 +92,7 @@ def test_a_run_that_fails_before_its_first_checkpoint_leaves_nothing(tmp_path, i
     args = small(broken, out)
     args[args.index("--workers") + 1] = "1"  # the error comes back from a worker process
     line = error_line(invoke(args))
-    assert line.endswith("16 unreadable images in a row") and "Traceback" not in line
+    assert line.endswith("none of the 3 images can be read") and "Traceback" not in line
     assert not out.exists()
     (tmp_path / "kept").mkdir()  # a folder the user made is kept, emptied of run files
     error_line(invoke(small(broken, tmp_path / "kept")))
@@ -141,3 +142,54 @@ def test_library_messages_name_config_keys_not_flags(tmp_path, images):
         str(nothing.value)
         == f"{tmp_path / 'c'}: no run to resume: the folder holds no checkpoint.pt"
     )
+
+
+def test_an_unreadable_image_is_named_once(tmp_path, images, caplog):
+    """However often it is sampled; a dataset of unreadable images says so, not '16 in a row';
+    the hidden files another system leaves beside images are not taken for images."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    shutil.copy(images / "0.jpg", folder / "0.jpg")
+    (folder / "bad.jpg").write_bytes(b"not a jpeg")
+    (folder / "._0.jpg").write_bytes(b"\x00\x05\16\x07")  # AppleDouble
+    done = invoke(small(folder, tmp_path / "run", "--repeat", "4", "--max-steps", "2"))
+    assert done.exit_code == 0, done.stderr
+    assert (
+        "2 unreadable images skipped" in done.stderr or "unreadable images skipped" in done.stderr
+    )
+    skips = [r.getMessage() for r in caplog.records if "skipping unreadable" in r.getMessage()]
+    assert len(skips) == 1 and "bad.jpg" in skips[0] and "._0.jpg" not in skips[0], skips
+    caplog.clear()
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "bad.jpg").write_bytes(b"not a jpeg")
+    line = error_line(invoke(small(alone, tmp_path / "run2")))
+    assert line.endswith("bad.jpg: none of the 1 images can be read")
+    assert sum("skipping unreadable" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_help_shows_the_default_recipes_values():
+    shown = " ".join(CliRunner().invoke(app, ["--help"], env={"COLUMNS": "200"}).stdout.split())
+    for flag, default in (("--batch-size", "128"), ("--lr", "0.0003"), ("--workers", "4")):
+        assert f"{flag} <" in shown and f"[default: ({default})]" in shown, flag
+
+
+def test_a_second_run_into_a_folder_being_trained_is_refused(tmp_path, images):
+    """Two runs into one folder would overwrite each other's checkpoints: the second is refused
+    at once, naming the first process, and leaves the folder as it was."""
+    import os
+
+    from hvc_runtime.utils.locks import FolderLock
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text("{}")  # what the first run has written so far
+    held = FolderLock(out, ".hvc-train.lock", "hvc-train")  # as the first run holds it
+    for extra in ([], ["--force"]):
+        line = error_line(invoke(small(images, out, *extra)))
+        assert line.startswith(f"error: {out}: another hvc-train (process {os.getpid()})")
+    assert sorted(p.name for p in out.iterdir()) == [".hvc-train.lock", "config.json"]
+    held.release()
+    done = invoke(small(images, out, "--force"))
+    assert done.exit_code == 0, done.stderr
+    assert ".hvc-train.lock" not in [p.name for p in out.iterdir()]

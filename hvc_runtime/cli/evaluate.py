@@ -82,7 +82,7 @@ def evaluate_command(
     processes (one GPU each on CUDA) and rank 0 scores them all once every shard is written.
     """
     dataset = DavisDataset(davis, resolution)
-    names = sequences.split(",") if sequences else dataset.sequences(split)
+    names = dataset.named(sequences.split(",")) if sequences else dataset.sequences(split)
     if not run and not results.is_dir():
         raise HvcError(f"{results}: results folder not found (--run writes one)")
     timing: dict[str, tuple[int, float]] = {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from hvc_runtime.io.frames import is_image_name
 from hvc_runtime.utils.errors import HvcError
 
 MASK_SUFFIX = ".png"
@@ -63,8 +64,22 @@ class DavisDataset:
             raise HvcError(f"{self.annotation_root}: no annotations for {', '.join(missing)}")
         return names
 
+    def named(self, names: list[str]) -> list[str]:
+        """`names` when the dataset annotates each of them, else one error naming those it
+        does not (and a few it does), before any results folder is looked at."""
+        unknown = [n for n in names if not self.annotations_dir(n).is_dir()]
+        if unknown:
+            known = sorted(p.name for p in self.annotation_root.iterdir() if p.is_dir())
+            raise HvcError(
+                f"{self.annotation_root}: no sequence {', '.join(unknown)} in the dataset "
+                f"(it has {', '.join(known[:5])}{', ...' if len(known) > 5 else ''})"
+            )
+        return names
+
     def annotation_files(self, sequence: str) -> list[Path]:
-        files = sorted(self.annotations_dir(sequence).glob(f"*{MASK_SUFFIX}"))
+        files = sorted(
+            p for p in self.annotations_dir(sequence).glob(f"*{MASK_SUFFIX}") if is_image_name(p)
+        )  # not the hidden `._00000.png` files that copying from macOS leaves beside each mask
         if not files:
             raise HvcError(f"{self.annotations_dir(sequence)}: no annotation PNGs")
         return files

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from hvc_runtime.encoder.formats import FORMATS
+from hvc_runtime.encoder.precision import EXPORT_PRECISIONS
 from hvc_runtime.utils.errors import HvcError
 
 MANIFEST_VERSION = 1
@@ -72,6 +73,13 @@ def read_manifest(artifact: Path) -> Manifest:
         )
     if manifest.format not in FORMATS:
         raise HvcError(f"{path}: unknown format {manifest.format!r}")
+    if manifest.precision not in EXPORT_PRECISIONS:
+        raise HvcError(
+            f"{path}: precision {manifest.precision!r} is not one artifacts are exported in "
+            f"({', '.join(EXPORT_PRECISIONS)})"
+        )
+    if not isinstance(manifest.feature_dim, int) or manifest.feature_dim < 1:
+        raise HvcError(f"{path}: feature_dim {manifest.feature_dim!r} is not a feature size")
     if manifest.input != INPUT_CONTRACT:
         raise HvcError(
             f"{path}: input contract {manifest.input} differs from this runtime's {INPUT_CONTRACT}"
@@ -79,3 +87,39 @@ def read_manifest(artifact: Path) -> Manifest:
     if manifest.stride != 8:
         raise HvcError(f"{path}: stride {manifest.stride} is not supported (8)")
     return manifest
+
+
+def contradiction(artifact: Path, claim: str, found: str) -> HvcError:
+    """The manifest says one thing and the file another; what would run is the file, so the
+    artifact is refused rather than reported as the manifest describes it."""
+    return HvcError(
+        f"{artifact}: its manifest ({manifest_path(artifact).name}) says {claim}, but the file "
+        f"{found}; export it again with hvc-export"
+    )
+
+
+_ZIP_MAGIC = b"PK\x03\x04"  # TorchScript archives are zip files
+_ONNX_FIRST_BYTE = b"\x08"  # an ONNX model is protobuf, field 1 (ir_version) first
+
+
+def check_file_format(artifact: Path, manifest: Manifest) -> None:
+    """Refuse an artifact whose bytes are plainly another format than its manifest names."""
+    try:
+        with open(artifact, "rb") as handle:
+            head = handle.read(4)
+    except OSError as exc:
+        raise HvcError(f"{artifact}: cannot read the artifact ({exc.strerror})") from exc
+    if head.startswith(_ZIP_MAGIC):
+        found = "torchscript"
+    elif head.startswith(_ONNX_FIRST_BYTE):
+        found = "onnx"
+    else:
+        found = None
+    if found == manifest.format or (found is None and manifest.format != "torchscript"):
+        return  # an engine has no magic to test; a broken file is the runtime's to report
+    what = {
+        "torchscript": "is a zip archive (TorchScript)",
+        "onnx": "is an ONNX model",
+        None: "is not a zip archive, which every TorchScript file is",
+    }[found]
+    raise contradiction(artifact, f"format {manifest.format}", what)

@@ -6,6 +6,7 @@ index for video files), so outputs can follow the DAVIS layout. A video is never
 
 from __future__ import annotations
 
+import os
 import re
 import warnings
 from collections import Counter
@@ -20,7 +21,14 @@ from PIL import Image, UnidentifiedImageError
 
 from hvc_runtime.utils.errors import HvcError, HvcWarning
 
+# FFmpeg logs its own view of a file it cannot open ("moov atom not found") on stderr before
+# our one-line error says the same; quiet unless the user asked for its log
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+# what copying a folder between operating systems leaves beside the frames (AppleDouble `._*`
+# and every other hidden file start with a dot)
+SYSTEM_FILES = {"thumbs.db", "desktop.ini", "ehthumbs.db"}
 DEFAULT_FPS = 24.0
 COUNT_TOLERANCE = 0.02  # share of a declared frame count that may be an estimate's error
 
@@ -72,18 +80,49 @@ def read_rgb_image(path: Path) -> np.ndarray:
         raise HvcError(f"{path}: not a readable image ({exc})") from exc
 
 
+def _check_image_header(path: Path) -> None:
+    """Read only the header: cheap for thousands of frames, and a file that is no image at
+    all (empty, or another kind of file under an image name) is named before any work."""
+    try:
+        with Image.open(path):
+            pass
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise HvcError(f"{path}: not a readable image ({exc})") from exc
+
+
 def _natural_key(path: Path) -> list[int | str]:
     """'frame10' after 'frame9': digit runs compare as numbers."""
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.stem)]
 
 
+def is_image_name(path: Path) -> bool:
+    """An image by its suffix, and neither hidden nor a file the operating system keeps."""
+    name = path.name
+    return (
+        path.suffix.lower() in IMAGE_SUFFIXES
+        and not name.startswith(".")
+        and name.lower() not in SYSTEM_FILES
+    )
+
+
 def frame_files(folder: Path) -> list[Path]:
     """The frames of a folder in video order, refusing orders that cannot be right.
 
-    Names numbered without zero padding (1, 2, ..., 10) sort wrongly as text: they are taken
-    in numeric order, with a warning. Two files of one name (00001.jpg and 00001.png) would
+    Hidden files (`._00001.jpg` from macOS, `.DS_Store`) and files that are not images are
+    ignored, with one warning saying how many. Names numbered without zero padding (1, 2, ...,
+    10) sort wrongly as text: they are taken in numeric order, with a warning. Two files of one name (00001.jpg and 00001.png) would
     write one output mask: refused."""
-    files = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+    entries = [p for p in folder.iterdir() if p.is_file()]
+    files = [p for p in entries if is_image_name(p)]
+    ignored = sorted(p.name for p in entries if not is_image_name(p))
+    if ignored:
+        warnings.warn(
+            f"{folder}: ignored {len(ignored)} file{'s' if len(ignored) > 1 else ''} that "
+            f"{'are' if len(ignored) > 1 else 'is'} not frames ({', '.join(ignored[:3])}"
+            f"{', ...' if len(ignored) > 3 else ''})",
+            HvcWarning,
+            stacklevel=3,
+        )
     if not files:
         raise HvcError(f"{folder}: folder holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     twins = sorted(stem for stem, n in Counter(p.stem for p in files).items() if n > 1)
@@ -111,6 +150,8 @@ class ImageFolderSource(FrameSource):
         self.path = Path(path)
         self.files = frame_files(self.path)
         self.fps = fps
+        for file in self.files[1:]:
+            _check_image_header(file)  # a file that is no image fails now, not mid-run
         self.height, self.width = read_rgb_image(self.files[0]).shape[:2]
 
     def __len__(self) -> int:
@@ -197,4 +238,19 @@ def open_frames(path: Path, *, allow_partial: bool = False) -> FrameSource:
         return ImageFolderSource(path)
     if not path.exists():
         raise HvcError(f"{path}: no such video file or frame folder")
+    if _is_still_image(path):
+        raise HvcError(
+            f"{path}: is a single image, not a video; give a video file or the folder of "
+            f"frames it belongs to ({path.parent})"
+        )
     return VideoFileSource(path, allow_partial)
+
+
+def _is_still_image(path: Path) -> bool:
+    """An image file (by its content, whatever its name): OpenCV would read it as a one-frame
+    video, which is never what was meant. Animated images (GIF) are videos."""
+    try:
+        with Image.open(path) as image:
+            return not getattr(image, "is_animated", False)
+    except (UnidentifiedImageError, OSError, SyntaxError):
+        return False

@@ -35,15 +35,23 @@ def davis_palette() -> tuple[int, ...]:
 
 
 LOSSY_FORMATS = {"JPEG", "MPO", "JPEG2000"}
+# image modes whose values are ids: palette, grey, 1-bit, 16/32-bit integers (ids up to 255)
+ID_MODES = {"P", "L", "LA", "1", "I", "I;16", "I;16B", "I;16L", "I;16N"}
+NOT_IDS = {  # the modes most often met that hold something else than ids
+    "F": "32-bit float: values between ids would be truncated",
+    "RGB": "colours are not ids",
+    "RGBA": "colours are not ids",
+}
 
 
 def read_mask(path: Path) -> np.ndarray:
     """Read an id mask as H×W uint8 (0 = background, 1..255 = objects).
 
-    Palette PNGs give their indices, grey-level PNGs their values; a mask holding only 0 and 255
-    is a DAVIS-2016 binary mask and becomes ids 0/1. Refused, because the ids would be wrong:
-    RGB images (colours are not ids), lossy formats (JPEG invents ids along every edge), and
-    grey 0/255 masks with soft (anti-aliased) edges, whose in-between values are no ids.
+    Palette PNGs give their indices, grey-level (and 16-bit integer) PNGs their values; a mask
+    holding only 0 and 255 (or 0 and 65535) is a DAVIS-2016 binary mask and becomes ids 0/1.
+    Refused, because the ids would be wrong: colour and float images (colours are not ids, a
+    float between ids has none), lossy formats (JPEG invents ids along every edge), and grey
+    0/255 masks with soft (anti-aliased) edges, whose in-between values are no ids.
     """
     path = Path(path)
     try:
@@ -55,13 +63,14 @@ def read_mask(path: Path) -> np.ndarray:
                     f"{path}: {image.format} is lossy, its compression changes ids along object "
                     "edges; save the mask as PNG"
                 )
-            if mode in ("RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV"):
+            if mode not in ID_MODES:
+                why = f" ({NOT_IDS[mode]})" if mode in NOT_IDS else ""
                 raise HvcError(
-                    f"{path}: {mode} image is not an id mask; save it as a palette (P) or "
-                    "grey-level (L) PNG whose values are object ids"
+                    f"{path}: {mode} image is not an id mask{why}; expected a palette (P), "
+                    "grey-level (L), 1-bit or 16-bit integer PNG whose values are object ids"
                 )
             if mode == "LA":
-                image = image.getchannel("L")
+                image = image.getchannel("L")  # the ids; the alpha is no part of them
             array = np.asarray(image)
     except FileNotFoundError as exc:
         raise HvcError(f"{path}: mask not found") from exc
@@ -71,6 +80,8 @@ def read_mask(path: Path) -> np.ndarray:
         return array.astype(np.uint8)
     if array.ndim != 2:
         raise HvcError(f"{path}: mask must be a single-channel image, got shape {array.shape}")
+    if array.dtype.itemsize > 1 and set(np.unique(array).tolist()) == {0, 65535}:
+        return (array > 0).astype(np.uint8)  # a 16-bit binary mask, as 0/255 is in 8 bits
     if array.max(initial=0) > 255:
         raise HvcError(f"{path}: mask ids above 255 are not supported (max {array.max()})")
     array = array.astype(np.uint8)

@@ -4,7 +4,8 @@ The result (masks/, overlay.mp4, summary.json) is written into a hidden staging 
 the output folder and moved into place only when complete. A folder is only ever replaced when
 it provably holds this tool's own earlier result (its summary.json says so and lists what it
 wrote), and then only what that result wrote; anything else in it is the user's and stays,
-unless `overwrite`, which still never replaces an input of the run.
+unless `overwrite`, which still never replaces an input of the run. One run at a time writes
+into a folder: a second is refused at once (`FolderLock`), so two never share a staging folder.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from pathlib import Path
 from hvc_runtime.utils.atomic import atomic_path
 from hvc_runtime.utils.errors import HvcError
 from hvc_runtime.utils.interrupts import deferred
+from hvc_runtime.utils.locks import FolderLock
 
 TOOL = "hvc-run"
 SUMMARY = "summary.json"
 STAGING = ".hvc-run.partial"
 RETIRED = ".hvc-run.replaced"
+LOCK = ".hvc-run.lock"  # held by the run writing into the folder (see FolderLock)
 # summaries written before they named their tool and outputs held exactly these keys
 _FIRST_SUMMARY_KEYS = {"video", "mask", "frames", "masks", "overlay", "propagation"}
 
@@ -56,40 +59,57 @@ class ResultFolder:
     ) -> None:
         self.out = Path(out)
         self.outputs = [*outputs, SUMMARY]
+        self.overwrite = overwrite
+        self.inputs = list(inputs)
+        self.lock: FolderLock | None = None
         if self.out.exists() and not self.out.is_dir():
             raise HvcError(f"{self.out}: output path exists and is not a folder")
         if self.out.is_dir():
+            self.lock = FolderLock(self.out, LOCK, TOOL)  # held until commit or abort
+        try:
+            self.replaced = self._plan()
+        except HvcError:
+            self._unlock()
+            raise
+        self.created = False
+        self.staging = self.out / STAGING
+
+    def _plan(self) -> set[str]:
+        """Check what the folder holds; the names the commit replaces. Runs under the lock when
+        the folder exists (again in `open` if it did not exist before)."""
+        if self.out.is_dir():
             _recover(self.out)  # an earlier result a killed run left moved aside
         present = (
-            {p.name for p in self.out.iterdir()} - {STAGING, RETIRED}
+            {p.name for p in self.out.iterdir()} - {STAGING, RETIRED, LOCK}
             if self.out.is_dir()
             else set()
         )
         earlier = earlier_outputs(self.out) or set()
         others = sorted(present - earlier)
-        if others and not overwrite:
+        if others and not self.overwrite:
             raise HvcError(
                 f"{self.out}: output folder holds files that are not an earlier hvc-run result "
                 f"({', '.join(others[:3])}{', ...' if len(others) > 3 else ''})",
                 remedy="overwrite",
             )
         replaced = (earlier & present) | (set(self.outputs) & present)
-        for path in inputs:
+        for path in self.inputs:
             for name in replaced:
                 if _inside(path, self.out / name):
                     raise HvcError(
                         f"{self.out / name}: holds an input of this run ({path}); writing the "
                         "result there would destroy it, choose another output folder"
                     )
-        self.replaced = replaced
-        self.created = False
-        self.staging = self.out / STAGING
+        return replaced
 
     def open(self) -> Path:
         """Create the folder (if needed) and an empty staging folder; returns the staging folder."""
         try:
             self.created = not self.out.exists()
             self.out.mkdir(parents=True, exist_ok=True)
+            if self.lock is None:  # the folder is new: another run may have made it meanwhile
+                self.lock = FolderLock(self.out, LOCK, TOOL)
+                self.replaced = self._plan()
             shutil.rmtree(self.staging, ignore_errors=True)  # left by a killed earlier run
             self.staging.mkdir()
         except OSError as exc:
@@ -116,12 +136,21 @@ class ResultFolder:
                 raise HvcError(f"{self.out}: cannot move the result in ({exc})") from exc
             shutil.rmtree(retired)
             self.staging.rmdir()
+            self._unlock()
 
     def abort(self) -> None:
         """Remove what this run staged, and the folder itself if this run created it empty."""
+        if self.lock is None:
+            return  # nothing was staged: the folder was another run's, or never made
         shutil.rmtree(self.staging, ignore_errors=True)
+        self._unlock()
         if self.created and self.out.is_dir() and not any(self.out.iterdir()):
             self.out.rmdir()
+
+    def _unlock(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
 
 def _undo(out: Path, staging: Path, written: list[str]) -> None:

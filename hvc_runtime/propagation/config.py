@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import math
+import warnings
 from dataclasses import dataclass, field
 
 import torch
 
-from hvc_runtime.utils.errors import OptionError
+from hvc_runtime.utils.errors import HvcWarning, OptionError
+
+MAX_CONTEXT = 1000
+MAX_TOPK = 100
+MIN_TEMPERATURE = 1e-4
+MAX_USEFUL_TEMPERATURE = 1.0
 
 
 def _setting(default: object, help: str) -> object:
@@ -42,14 +49,45 @@ class PropagationConfig:
     )
 
     def __post_init__(self) -> None:
-        if self.context_size < 0:
-            raise OptionError("context_size", self.context_size, "must be >= 0")
-        if self.topk < 1:
-            raise OptionError("topk", self.topk, "must be >= 1")
-        if self.temperature <= 0:
-            raise OptionError("temperature", self.temperature, "must be > 0")
+        for name in ("context_size", "topk"):  # the API takes any value; a 2.5 would crash later
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise OptionError(name, value, "must be an integer")
+        for name in ("temperature", "radius"):
+            if not math.isfinite(getattr(self, name)):
+                raise OptionError(name, getattr(self, name), "must be a finite number")
+        if not 0 <= self.context_size <= MAX_CONTEXT:
+            raise OptionError(
+                "context_size",
+                self.context_size,
+                f"must be 0..{MAX_CONTEXT} (every context frame keeps its features in memory; "
+                "the official value is 20 or 50)",
+            )
+        if not 1 <= self.topk <= MAX_TOPK:
+            raise OptionError(
+                "topk",
+                self.topk,
+                f"must be 1..{MAX_TOPK} (labels are a vote of the k best matches; far beyond "
+                "the official 5-20 unrelated positions outvote the object: at 1000 a test "
+                "clip kept 2% of it, at 5000 every frame after the first was background)",
+            )
+        if self.temperature < MIN_TEMPERATURE:
+            raise OptionError(
+                "temperature",
+                self.temperature,
+                f"must be >= {MIN_TEMPERATURE} (below it similarity/temperature overflows half "
+                "precision, and the softmax is already a hard arg-max)",
+            )
         if self.radius <= 0:
             raise OptionError("radius", self.radius, "must be > 0")
+        if self.temperature > MAX_USEFUL_TEMPERATURE:
+            warnings.warn(
+                f"temperature {self.temperature}: above {MAX_USEFUL_TEMPERATURE} the top-k "
+                "matches (cosines in [-1, 1]) are weighted almost equally, so labels blur; the "
+                "official value is 0.1",
+                HvcWarning,
+                stacklevel=3,
+            )
 
     def score_dtype(self, features: torch.dtype) -> torch.dtype:
         """The dtype scores are ranked in for features of `features` dtype."""

@@ -58,6 +58,9 @@ class TileWindows:
 def tile_windows(
     height: int, width: int, radius: float, tile: int, device: torch.device
 ) -> TileWindows:
+    # a radius beyond the grid's diagonal reaches every cell, as the diagonal does; without
+    # this bound a huge radius would size the window tiles by it and exhaust memory
+    radius = min(radius, math.hypot(height, width) + 1)
     margin = max_offset(radius)
     tiles_y, tiles_x = -(-height // tile), -(-width // tile)
     side = tile + 2 * margin

@@ -70,15 +70,17 @@ class VideoRun:
         return summary
 
     def _summary_payload(self, summary: SegmentationSummary, segmenter: Segmenter) -> dict:
+        # absolute paths: the summary is read later, from wherever, not from the working directory
+        video, mask, out = self.video.resolve(), self.mask.resolve(), self.out.resolve()
         return {
             "complete": True,
-            "video": str(self.video),
-            "mask": str(self.mask),
+            "video": str(video),
+            "mask": str(mask),
             "frames": summary.frames,
             "seconds": summary.seconds,
             "object_ids": summary.object_ids,
-            "masks": str(self.out / "masks"),
-            "overlay": str(self.out / "overlay.mp4") if self.overlay else None,
+            "masks": str(out / "masks"),
+            "overlay": str(out / "overlay.mp4") if self.overlay else None,
             "encoder": segmenter.source.description,
             "device": str(segmenter.device),
             "precision": segmenter.precision,

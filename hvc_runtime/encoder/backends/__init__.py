@@ -10,7 +10,7 @@ from typing import Protocol
 
 import torch
 
-from hvc_runtime.encoder.artifacts import Manifest, read_manifest
+from hvc_runtime.encoder.artifacts import Manifest, check_file_format, read_manifest
 from hvc_runtime.encoder.formats import FORMATS
 from hvc_runtime.utils.errors import HvcError, OptionError
 
@@ -37,5 +37,6 @@ def load_backend(artifact: Path, device: torch.device | str) -> tuple[EncoderBac
     if not artifact.exists():
         raise HvcError(f"{artifact}: artifact not found")
     manifest = read_manifest(artifact)
+    check_file_format(artifact, manifest)
     backend = FORMATS[manifest.format].load_backend_class()
     return backend(artifact, manifest, device), manifest

@@ -7,9 +7,33 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hvc_runtime.encoder.artifacts import Manifest
+from hvc_runtime.encoder.artifacts import INPUT_CONTRACT, Manifest, contradiction
 from hvc_runtime.utils.errors import HvcError
 from hvc_runtime.utils.optional import require
+
+_ONNX_TYPES = {"float32": "tensor(float)", "float16": "tensor(float16)"}
+
+
+def _check_signature(artifact: Path, manifest: Manifest, session) -> None:
+    """The model's own inputs and outputs against what its manifest promises."""
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    signature = [(i.name, i.type) for i in inputs], [(o.name, o.type) for o in outputs]
+    precision = "float16" if manifest.precision == "fp16" else "float32"
+    promised = (
+        [(INPUT_CONTRACT["name"], _ONNX_TYPES[INPUT_CONTRACT["dtype"]])],
+        [("features", _ONNX_TYPES[precision])],
+    )
+    if signature != promised:
+        raise contradiction(
+            artifact,
+            f"precision {manifest.precision}: input {promised[0]}, output {promised[1]}",
+            f"has input {signature[0]}, output {signature[1]}",
+        )
+    channels = outputs[0].shape[1] if len(outputs[0].shape) == 4 else None
+    if isinstance(channels, int) and channels != manifest.feature_dim:
+        raise contradiction(
+            artifact, f"{manifest.feature_dim}-d features", f"returns {channels}-d features"
+        )
 
 
 class OnnxRuntimeBackend:
@@ -35,6 +59,7 @@ class OnnxRuntimeBackend:
             self.session = ort.InferenceSession(str(artifact), providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise HvcError(f"{artifact}: ONNX Runtime cannot load it ({exc})") from exc
+        _check_signature(artifact, manifest, self.session)
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
         self.feature_dim = manifest.feature_dim

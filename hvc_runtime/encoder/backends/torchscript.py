@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from hvc_runtime.encoder.artifacts import Manifest
+from hvc_runtime.encoder.artifacts import Manifest, contradiction
 from hvc_runtime.utils.errors import HvcError
 
 
@@ -30,6 +30,12 @@ class TorchScriptBackend:
         except RuntimeError as exc:
             first = str(exc).strip().splitlines()[0]
             raise HvcError(f"{artifact}: not a loadable TorchScript file ({first})") from exc
+        weights = {str(p.dtype).removeprefix("torch.") for p in self.module.parameters()}
+        precision = "float16" if manifest.precision == "fp16" else "float32"
+        if weights != {precision}:
+            raise contradiction(
+                artifact, f"precision {manifest.precision}", f"holds {', '.join(weights)} weights"
+            )
         self.feature_dim = manifest.feature_dim
         self.device = device
 
