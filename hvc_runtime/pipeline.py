@@ -97,6 +97,10 @@ def segment_video(
             total = f"/{len(source)}" if len(source) else ""
             raise stop.with_detail(f"at frame {count + 1}{total}; nothing written") from None
         raise
+    finally:
+        close = getattr(frames, "close", None)
+        if close is not None:  # stops the reader thread now, not whenever `frames` is collected
+            close()
     return SegmentationSummary(
         frames=count,
         seconds=time.perf_counter() - start,
