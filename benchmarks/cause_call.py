@@ -21,7 +21,7 @@ then on the device, after `benchmarks.gpu_carry receive` of every part (see
 `benchmarks/train_call.py`; the joined data stays in /tmp while the machine is warm), one call
 with timeout_s 560 (about 6 minutes on an H100):
 
-    COMMIT=$(cat /tmp/hvc-carry/data/COMMIT) timeout 540 python3 -m benchmarks.cause_call \\
+    HVC_COMMIT=$(cat /tmp/hvc-carry/data/COMMIT) timeout 540 python3 -m benchmarks.cause_call \\
         --data /tmp/hvc-carry/data/davis2016 --official /tmp/hvc-carry/data/official-hvc --out $OUT
 
 `--smoke` runs the same code on a tiny tree on the CPU; without an official checkout (`--official`

@@ -2,14 +2,13 @@
 
 A call runs in a copy of the working tree without `.git`, and only what it writes under `$OUT`
 comes back, also when it is killed at its time limit. So a call's record is one JSON file,
-rewritten atomically each time a part finishes; the commit comes in through `COMMIT` (or the
+rewritten atomically each time a part finishes; the commit comes in through `HVC_COMMIT` (from the
 carried bundle's manifest); a smoke mode runs the same code on a tiny DAVIS tree on a CPU.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -53,17 +52,8 @@ class Record:
         self.update(**{key: [*self.data.get(key, []), item]})
 
 
-def commit() -> str:
-    """The commit the call runs: `$COMMIT` (set by the device command; no `.git` travels),
-    else the local git revision."""
-    from hvc_runtime.utils.provenance import git_revision
-
-    return os.environ.get("COMMIT") or git_revision()
-
-
 def call_environment(device: torch.device, smoke: bool) -> dict[str, Any]:
-    info = describe(device)
-    info["git_revision"] = commit()
+    info = describe(device)  # its git_revision is `$HVC_COMMIT` where no `.git` travelled
     return {"environment": info, "smoke": smoke, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ")}
 
 

@@ -9,7 +9,7 @@ so each part travels in its own call (`carry: ["OUT/pN"]`).
 `receive` (on the device, one call per part, back to back: the machine keeps /tmp while warm)
 stores the part under /tmp/hvc-carry; when every part is there it checks the tar's SHA-256
 and unpacks it into /tmp/hvc-carry/data (`davis2016/`, `official-hvc/`, and `COMMIT`, which
-the calls' commands pass on as `$COMMIT`: no `.git` travels). Receiving a part of
+the calls' commands pass on as `$HVC_COMMIT`: no `.git` travels). Receiving a part of
 a bundle that is already unpacked does nothing.
 
     python -m benchmarks.gpu_carry prep --out .carry/issue16 --official .carry/official-hvc
@@ -30,10 +30,11 @@ from typing import Annotated
 
 import typer
 
-from benchmarks.gpu_calls import DAVIS2016, commit, require_davis, split_names
+from benchmarks.gpu_calls import DAVIS2016, require_davis, split_names
 from hvc_runtime.cli.terminal import user_errors
 from hvc_runtime.utils.atomic import atomic_path
 from hvc_runtime.utils.errors import HvcError
+from hvc_runtime.utils.provenance import git_revision
 
 app = typer.Typer(add_completion=False, help=__doc__)
 CALL_LIMIT = 64 * 2**20  # bytes one device call carries, project tree included
@@ -107,7 +108,7 @@ def prep(
             count = -(-size // room)
             part_size = -(-size // count)
             digest = hashlib.sha256(bundle.read_bytes()).hexdigest()
-            label = commit() + ("" if clean(root) else "+uncommitted")
+            label = git_revision() + ("" if clean(root) else "+uncommitted")
             if out.exists():
                 shutil.rmtree(out)
             with bundle.open("rb") as source:

@@ -12,13 +12,16 @@
 #                untimed 60-frame warm-up: with decoding and writing, compute only, device only
 #                                                                                 ~1 min
 #   memory       100 and 1,000 frames, features drawn on the GPU                  ~0.3 min
+#   agreement    fast vs dense reference masks on 20 bmx-trees frames, fp32/fp16/bf16, per
+#                backend, where DAVIS travelled ($DAVIS; recorded as skipped otherwise) ~1 min
 #   encoders     eager fp32/fp16, CUDA graphs, TorchScript, then torch.compile    ~2 min
-# About 6 minutes in all; the part timeouts never add up to more than $BUDGET seconds (540).
+# About 7 minutes in all; the part timeouts never add up to more than $BUDGET seconds (540).
 #
 #   HVC_COMMIT=<sha> bash benchmarks/gpu_session.sh     # on the GPU machine (python3)
 #   SMOKE=1 DEVICE=cpu OUT=dir bash benchmarks/gpu_session.sh   # the same parts, tiny, on a CPU
 # Environment: PYTHON (python3), OUT (/tmp/out), DEVICE (cuda), SMOKE (0), BUDGET (540),
-# HVC_COMMIT (the commit, for a tree without .git).
+# HVC_COMMIT (the commit, for a tree without .git), DAVIS (a DAVIS-2016 root; default: where
+# `benchmarks.gpu_carry receive` unpacks it, /tmp/hvc-carry/data/davis2016; none in smoke mode).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 py="${PYTHON:-python3}"
@@ -26,6 +29,7 @@ out="${OUT:-/tmp/out}"
 device="${DEVICE:-cuda}"
 smoke="${SMOKE:-0}"
 budget="${BUDGET:-540}"
+davis="${DAVIS-/tmp/hvc-carry/data/davis2016}"
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
@@ -64,10 +68,12 @@ if [[ $smoke == 1 ]]; then
     tests=(-k "small or long_term")
     sizes=(--sizes 64x96 --dims 256 --contexts 3 --warmup 0 --runs 2)
     dtypes=fp32,bf16
-    e2e=(--e2e-frames 6 --e2e-size 64x96 --e2e-precision fp32 --e2e-warmup-frames 2 --no-e2e-davis)
+    e2e=(--e2e-frames 6 --e2e-size 64x96 --e2e-precision fp32 --e2e-warmup-frames 2)
     memory=(--memory-lengths 5,20 --memory-grid 4x6)
     encoders=(--sizes 64x96 --batches 1 --warmup 0 --runs 2
         --backends torch-eager-fp32,torch-eager-half-cl,torch-cudagraphs-half-cl,torch-compile-cudagraphs)
+    agreement=(--agreement-frames 3 --precisions fp32)
+    davis="${DAVIS-}"  # the dense reference at 480p takes minutes a frame on a small CPU
     export TRITON_INTERPRET=1  # kernel tests in Triton's interpreter
 else
     tests=()
@@ -76,6 +82,7 @@ else
     e2e=(--e2e-frames 240 --e2e-precision fp16 --e2e-cuda-graphs --e2e-kernel triton
         --e2e-warmup-frames 60)
     memory=(--memory-lengths 100,1000 --memory-grid 60x107)
+    agreement=(--agreement-frames 20)
     encoders=(--sizes 480p --batches 1 --warmup 3 --runs 20
         --backends torch-eager-fp32,torch-eager-half-cl,torch-cudagraphs-half-cl,torchscript,torch-compile,torch-compile-cudagraphs)
 fi
@@ -91,9 +98,12 @@ part tests 150 "$py" -m pytest -q -p no:cacheprovider tests/test_triton_window.p
     --junitxml="$out/tests.xml"
 part propagation 150 "${bench[@]}" --out "$out/parts/propagation" --propagation "${sizes[@]}" \
     --feature-dtypes "$dtypes" --implementations reference,fast,fast-triton
-part e2e 150 "${bench[@]}" --out "$out/parts/e2e" --e2e "${e2e[@]}" --implementations fast-triton
+part e2e 150 "${bench[@]}" --out "$out/parts/e2e" --e2e "${e2e[@]}" --implementations fast-triton \
+    --no-e2e-davis
 part memory 60 "${bench[@]}" --out "$out/parts/memory" --memory "${memory[@]}" \
     --implementations fast-triton
+part agreement 90 "${bench[@]}" --out "$out/parts/agreement" --agreement "${agreement[@]}" \
+    --davis "${davis:-none-given}" --implementations fast-triton
 part encoders 240 "${bench[@]}" --out "$out/parts/encoders" --encoder "${encoders[@]}" \
     --implementations fast-triton
 echo "== $((SECONDS - began)) s; parts:"

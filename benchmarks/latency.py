@@ -27,7 +27,7 @@ from hvc_runtime.utils.devices import resolve_device
 
 console = Console(stderr=True)
 app = typer.Typer(add_completion=False, help=__doc__)
-DAVIS_SEQUENCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "davis2016"
+DAVIS_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "davis2016"
 
 
 @contextmanager
@@ -104,6 +104,9 @@ def main(
         str, typer.Option(help="Video lengths for the memory curve.")
     ] = "100,1000,10000",
     memory_grid: Annotated[str, typer.Option(help="Feature grid for the memory curve.")] = "60x107",
+    davis: Annotated[
+        Path, typer.Option(help="DAVIS-2016 root for the DAVIS end-to-end clip and --agreement.")
+    ] = DAVIS_ROOT,
     agreement_sequence: Annotated[str, typer.Option(help="DAVIS-2016 val sequence.")] = "bmx-trees",
     agreement_frames: Annotated[int, typer.Option(help="Frames from its start.")] = 20,
     precisions: Annotated[
@@ -180,12 +183,12 @@ def main(
                     sources = {
                         "generated": cases.generated_video(folder, e2e_frames, height, width)
                     }
-                    if e2e_davis and DAVIS_SEQUENCE.is_dir():
+                    if e2e_davis and davis.is_dir():
                         first = read_mask(
-                            DAVIS_SEQUENCE / "Annotations" / "480p" / "blackswan" / "00000.png"
+                            davis / "Annotations" / "480p" / "blackswan" / "00000.png"
                         )
                         frames = cases.ImageFolderSource(
-                            DAVIS_SEQUENCE / "JPEGImages" / "480p" / "blackswan"
+                            davis / "JPEGImages" / "480p" / "blackswan"
                         )
                         looped = Path(scratch) / "blackswan"
                         looped.mkdir()
@@ -209,18 +212,16 @@ def main(
                         [int(n) for n in _split(memory_lengths)], grid, 256, target, fastest
                     )
                 save()
-            if agreement and not DAVIS_SEQUENCE.is_dir():
+            if agreement and not davis.is_dir():
                 results["skipped"].append(
-                    {"backend": "agreement", "reason": f"no DAVIS data at {DAVIS_SEQUENCE}"}
+                    {"backend": "agreement", "reason": f"no DAVIS data at {davis}"}
                 )
             elif agreement:
                 with _part("agreement: fast vs reference on DAVIS"):
                     chosen = _split(precisions) or (
                         ["fp32", "fp16", "bf16"] if target.type == "cuda" else ["fp32"]
                     )
-                    source, truth = cases.davis_clip(
-                        DAVIS_SEQUENCE, agreement_sequence, agreement_frames
-                    )
+                    source, truth = cases.davis_clip(davis, agreement_sequence, agreement_frames)
                     encoders = agreement_encoders(target, Path(scratch))
                     results["agreement"] = cases.agreement_rows(
                         source, truth, encoders, target, chosen

@@ -17,7 +17,7 @@ Prepare here, then run on the device (two calls back to back; the data is ~115 M
     python3 -m benchmarks.gpu_carry receive .carry/issue16/p0
     # call 2, carry [".carry/issue16/p1"], timeout_s 560 (about 8 minutes on an H100):
     python3 -m benchmarks.gpu_carry receive .carry/issue16/p1 && \\
-        COMMIT=$(cat /tmp/hvc-carry/data/COMMIT) timeout 540 python3 -m benchmarks.train_call \\
+        HVC_COMMIT=$(cat /tmp/hvc-carry/data/COMMIT) timeout 540 python3 -m benchmarks.train_call \\
         --data /tmp/hvc-carry/data/davis2016 --run-dir /tmp/hvc-train-run --out $OUT
 
 If the record says `stopped_early`, the same command with `--resume`, in the next call while the
@@ -47,7 +47,6 @@ from benchmarks.gpu_calls import (
     SMOKE_SHORT_SIDE,
     Record,
     call_environment,
-    commit,
     dev_jf,
     require_davis,
     smoke_tree,
@@ -64,6 +63,7 @@ from hvc_runtime.encoder.checkpoints import (
 from hvc_runtime.utils.devices import resolve_device
 from hvc_runtime.utils.errors import OptionError
 from hvc_runtime.utils.interrupts import Interrupted, interrupts_raise
+from hvc_runtime.utils.provenance import git_revision
 from hvc_train.config import TrainConfig
 from hvc_train.health import spatial_convs
 from hvc_train.loop import HealthPoint, train
@@ -194,7 +194,7 @@ def export_fp16(run_dir: Path, target: Path, config: TrainConfig, steps: int) ->
     trunk = load_encoder(run_dir / ENCODER).encoder.backbone
     header = CheckpointHeader(
         training={"config": config.to_dict(), "steps": steps, "data": config.videos},
-        git_revision=commit(),
+        git_revision=git_revision(),
     )
     save_encoder(trunk, target, header, dtype=torch.float16)
     digest = hashlib.sha256(target.read_bytes()).hexdigest()

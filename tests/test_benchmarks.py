@@ -97,7 +97,8 @@ def test_gpu_session_smoke_runs_every_part_and_records_each(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     status = [json.loads(line) for line in (out / "status.jsonl").read_text().splitlines()]
-    assert [s["part"] for s in status] == ["tests", "propagation", "e2e", "memory", "encoders"]
+    parts = ["tests", "propagation", "e2e", "memory", "agreement", "encoders"]
+    assert [s["part"] for s in status] == parts
     assert all(s["rc"] == 0 for s in status), status
     assert 'failures="0"' in (out / "tests.xml").read_text()
     for name, key in [("propagation", "propagation"), ("e2e", "end_to_end"),
@@ -108,6 +109,7 @@ def test_gpu_session_smoke_runs_every_part_and_records_each(tmp_path):
     assert {r["features"] for r in merged["propagation"]} == {"fp32", "bf16"}
     assert merged["end_to_end"][0]["frames"] == 6 and merged["memory"]
     assert any(s["backend"] == "fast-triton" for s in merged["skipped"])  # no GPU: said why
+    assert any(s["backend"] == "agreement" for s in merged["skipped"])  # no DAVIS given: said
     assert "triton" in (out / "environment.txt").read_text()
 
 
