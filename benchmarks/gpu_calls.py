@@ -87,7 +87,9 @@ def dev_jf(
     dev videos), fast mode, as `hvc-eval --run` computes it, with per-sequence J and F."""
     dataset = DavisDataset(davis)
     names = dataset.sequences("val")
-    segmenter = Segmenter.from_checkpoint(encoder, device=device, precision=precision, mode="fast")
+    segmenter = Segmenter.from_checkpoint(
+        encoder, device=device, precision=precision, mode="fast", short_side=short_side
+    )
     began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="hvc-dev-jf-") as tmp:
         for name in names:

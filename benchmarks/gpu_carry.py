@@ -109,8 +109,9 @@ def prep(
             part_size = -(-size // count)
             digest = hashlib.sha256(bundle.read_bytes()).hexdigest()
             label = git_revision() + ("" if clean(root) else "+uncommitted")
-            if out.exists():
-                shutil.rmtree(out)
+            for earlier in out.glob("p*/"):  # only an earlier bundle's parts, nothing else
+                if (earlier / MANIFEST).is_file():
+                    shutil.rmtree(earlier)
             with bundle.open("rb") as source:
                 for k in range(count):
                     folder = out / f"p{k}"

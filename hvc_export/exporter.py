@@ -7,6 +7,7 @@ One exporter per format (`EXPORTERS`), keyed like the runtime's format table
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from collections.abc import Callable
@@ -146,11 +147,12 @@ def export(request: ExportRequest) -> ExportResult:
             os.replace(staging, out)
         done = True
     finally:
-        staging.unlink(missing_ok=True)
-        if lock is not None:
+        if lock is not None:  # a refused export leaves the staging file of the one it waits for
+            staging.unlink(missing_ok=True)
             lock.release()
         for folder in [] if done else reversed(made):  # a failed export leaves no folder behind
-            folder.rmdir()
+            with contextlib.suppress(OSError):  # unless another export wrote into it meanwhile
+                folder.rmdir()
     return ExportResult(out, manifest, report)
 
 

@@ -83,9 +83,14 @@ def run_folder(folder: Path, resume: bool, force: bool, owner: bool = True) -> I
         return
     folder.mkdir(parents=True, exist_ok=True)
     lock = FolderLock(folder, LOCK, "hvc-train")
+    if existed and not resume:
+        try:  # again under the lock; a refusal leaves the folder as it was
+            check_run_folder(folder, force)
+        except BaseException:
+            lock.release()
+            raise
     try:
         if existed and not resume:
-            check_run_folder(folder, force)
             for path in folder.iterdir():
                 if _is_run_file(path):
                     _remove(path)  # a replaced run, or leftovers of one that never checkpointed

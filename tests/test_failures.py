@@ -694,8 +694,12 @@ def test_an_export_to_a_path_another_export_is_writing_is_refused(tmp_path):
 
     out = tmp_path / "enc.onnx"
     held = FolderLock(tmp_path, ".enc.onnx.lock", "hvc-export", target=out)  # as another would
+    staging = tmp_path / ".enc.onnx.partial"
+    staging.write_bytes(b"the other export's half-written artifact")
     code, _, stderr = run_cli(export_app, ["--format", "onnx", "--out", out])
     assert_one_line_error(code, stderr, f"{out}: another hvc-export (process {os.getpid()})")
+    assert staging.exists()  # the refused export never touches the other one's staging file
+    staging.unlink()
     held.release()
     assert entries(tmp_path) == []
 

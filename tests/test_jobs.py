@@ -324,3 +324,28 @@ def test_preload_decodes_ahead_with_bounded_memory(tmp_path):
     stopped = preload(CountingSource(open_frames(video)), None, depth=2)
     stopped.close()  # never iterated: the reader threads still end
     assert not [t for t in threading.enumerate() if t.name == "hvc-decoder"]
+
+
+def test_a_rerun_with_other_settings_redoes_complete_jobs(tmp_path):
+    jobs, out = write_csv(tmp_path / "jobs.csv", clips(tmp_path, [3, 3])), tmp_path / "R"
+    code, _, stderr = run_cli(run_app, ["--jobs", jobs, "--out", out, *FAST])
+    assert code == 0, stderr
+    code, _, stderr = run_cli(run_app, ["--jobs", jobs, "--out", out, *FAST, "--topk", "5"])
+    assert code == 0, stderr
+    statuses = [j["status"] for j in json.loads((out / "jobs.json").read_text())["jobs"]]
+    assert statuses == ["done", "done"]  # made with top-15 before: not what this run makes
+    assert json.loads((out / "job0" / "summary.json").read_text())["propagation"]["topk"] == 5
+    code, _, stderr = run_cli(run_app, ["--jobs", jobs, "--out", out, *FAST, "--topk", "5"])
+    statuses = [j["status"] for j in json.loads((out / "jobs.json").read_text())["jobs"]]
+    assert code == 0 and statuses == ["skipped", "skipped"]
+
+
+def test_a_second_job_list_into_one_folder_is_refused(tmp_path):
+    from hvc_runtime.runs.batch import claim_output
+
+    jobs, out = write_csv(tmp_path / "jobs.csv", clips(tmp_path, [3])), tmp_path / "R"
+    held = claim_output(out)  # as a job list running into R holds it
+    code, _, stderr = run_cli(run_app, ["--jobs", jobs, "--out", out, *FAST])
+    assert_one_line_error(code, stderr, f"{out}: another hvc-run --jobs (process {os.getpid()})")
+    held.release()
+    assert list(out.iterdir()) == []

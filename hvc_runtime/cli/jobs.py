@@ -17,10 +17,10 @@ from rich.table import Table
 from hvc_runtime.cli.options import FLAGS, build_segmenter
 from hvc_runtime.cli.terminal import console, describe, job_progress, print_error
 from hvc_runtime.propagation import PropagationConfig
-from hvc_runtime.runs import Job, JobReport, plan_jobs, run_jobs
-from hvc_runtime.runs.batch import JOBS_TIMEOUT
+from hvc_runtime.runs import Job, JobReport, plan_jobs, read_job_list, run_jobs, run_settings
+from hvc_runtime.runs.batch import JOBS_TIMEOUT, claim_output
 from hvc_runtime.utils.devices import resolve_device
-from hvc_runtime.utils.distributed import init_from_env, rank_device, shutdown
+from hvc_runtime.utils.distributed import init_from_env, rank_device, run_on_main, shutdown
 from hvc_runtime.utils.errors import HvcError
 
 STYLES = {"done": "green", "skipped": "cyan", "failed": "red", "interrupted": "yellow"}
@@ -41,50 +41,60 @@ def run_job_list(
     target = resolve_device(segmenter["device"])
     group = init_from_env(target.type, timeout=JOBS_TIMEOUT)
     console.quiet = not group.is_main  # errors still print on every rank
-    worded = functools.partial(describe, flags=FLAGS)  # errors name this command's flags
-    plan = plan_jobs(
-        jobs_file,
-        out,
-        group,
-        allow_partial=allow_partial,
-        describe=worded,
-    )
-    skipped = len(plan.jobs) - len(plan.frames)
-    console.print(
-        f"{len(plan.jobs)} jobs in {jobs_file}: {len(plan.frames)} to run "
-        f"({sum(plan.frames.values())} frames) on {group.world_size} process(es), "
-        f"{skipped} complete or failing before they start",
-        highlight=False,
-        markup=False,
-    )
-    segmenter["device"] = str(rank_device(group, target))
-    engine = build_segmenter(segmenter, propagation)
-
-    def failed(job: Job, error: HvcError) -> None:
-        print_error(f"job {job.name}: {worded(error)}")
-
-    for outcome in plan.settled.values():
-        if outcome.status == "failed" and group.is_main:
-            print_error(f"job {outcome.name}: {outcome.error}")
-    with job_progress(len(plan.frames), sum(plan.frames.values())) as update:
-        report = run_jobs(
-            plan,
-            engine,
+    run_on_main(group, lambda: read_job_list(jobs_file))  # a bad list: before anything runs
+    claim = run_on_main(group, lambda: claim_output(out))  # one job list at a time into OUT
+    try:
+        worded = functools.partial(describe, flags=FLAGS)  # errors name this command's flags
+        segmenter["device"] = str(rank_device(group, target))
+        engine = build_segmenter(
+            segmenter, propagation
+        )  # first: what it makes decides what is done
+        plan = plan_jobs(
+            jobs_file,
+            out,
             group,
-            overlay=overlay,
-            overwrite=overwrite,
-            resize_mask=resize_mask,
             allow_partial=allow_partial,
-            protected=[p for p in (segmenter["checkpoint"], segmenter["moco"]) if p],
-            on_progress=update,
-            on_failure=failed,
+            settings=run_settings(engine, overlay),
             describe=worded,
         )
-    shutdown(group)
-    if group.is_main:
-        _print_table(report)
-    if report.failed:
-        raise typer.Exit(1)
+        skipped = len(plan.jobs) - len(plan.frames)
+        console.print(
+            f"{len(plan.jobs)} jobs in {jobs_file}: {len(plan.frames)} to run "
+            f"({sum(plan.frames.values())} frames) on {group.world_size} process(es), "
+            f"{skipped} complete or failing before they start",
+            highlight=False,
+            markup=False,
+        )
+
+        def failed(job: Job, error: HvcError) -> None:
+            print_error(f"job {job.name}: {worded(error)}")
+
+        for outcome in plan.settled.values():
+            if outcome.status == "failed" and group.is_main:
+                print_error(f"job {outcome.name}: {outcome.error}")
+        with job_progress(len(plan.frames), sum(plan.frames.values())) as update:
+            report = run_jobs(
+                plan,
+                engine,
+                group,
+                overlay=overlay,
+                overwrite=overwrite,
+                resize_mask=resize_mask,
+                allow_partial=allow_partial,
+                protected=[p for p in (segmenter["checkpoint"], segmenter["moco"]) if p],
+                on_progress=update,
+                on_failure=failed,
+                describe=worded,
+            )
+        shutdown(group)
+        if group.is_main:
+            _print_table(report)
+        if report.failed:
+            raise typer.Exit(1)
+
+    finally:
+        if claim is not None:
+            claim.release()
 
 
 def _print_table(report: JobReport) -> None:

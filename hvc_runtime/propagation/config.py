@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from dataclasses import dataclass, field
 
@@ -51,11 +52,13 @@ class PropagationConfig:
     def __post_init__(self) -> None:
         for name in ("context_size", "topk"):  # the API takes any value; a 2.5 would crash later
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool):
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool):
                 raise OptionError(name, value, "must be an integer")
+            object.__setattr__(self, name, int(value))  # a NumPy integer too, as Python's
         for name in ("temperature", "radius"):
-            if not math.isfinite(getattr(self, name)):
-                raise OptionError(name, getattr(self, name), "must be a finite number")
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Real) or not math.isfinite(value):
+                raise OptionError(name, value, "must be a finite number")
         if not 0 <= self.context_size <= MAX_CONTEXT:
             raise OptionError(
                 "context_size",

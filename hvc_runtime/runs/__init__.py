@@ -3,7 +3,7 @@ list of many, shared out across torchrun processes (`plan_jobs`, `run_jobs`)."""
 
 from hvc_runtime.runs.batch import JobOutcome, JobPlan, JobReport, plan_jobs, run_jobs
 from hvc_runtime.runs.job_list import Job, read_job_list
-from hvc_runtime.runs.single import VideoRun, is_complete
+from hvc_runtime.runs.single import VideoRun, is_complete, run_settings
 
 __all__ = [
     "Job",
@@ -15,4 +15,5 @@ __all__ = [
     "plan_jobs",
     "read_job_list",
     "run_jobs",
+    "run_settings",
 ]

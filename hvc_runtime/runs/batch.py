@@ -34,8 +34,10 @@ from hvc_runtime.utils.distributed import (
 )
 from hvc_runtime.utils.errors import HvcError, HvcWarning
 from hvc_runtime.utils.interrupts import Interrupted
+from hvc_runtime.utils.locks import FolderLock
 
 JOBS_TIMEOUT = timedelta(hours=24)  # ranks wait for the slowest share before the table
+JOBS_LOCK = ".hvc-jobs.lock"  # in OUT, held by the job list writing into it
 READ_AHEAD_FRAMES = 8  # frames of the next video decoded while this one is segmented
 PROGRESS_SECONDS = 0.5  # how often the shared progress counts are exchanged
 ONE_PROCESS = DistContext()  # without torchrun
@@ -139,13 +141,16 @@ def plan_jobs(
     context: DistContext = ONE_PROCESS,
     *,
     allow_partial: bool = False,
+    settings: dict | None = None,
     describe: Callable[[HvcError], str] = str,
 ) -> JobPlan:
     """Check the list and `out` on rank 0 and share the jobs out; every process gets the same
     plan. A bad list stops every process with one error; a video that does not open fails
-    its job alone (`describe` words its error)."""
+    its job alone (`describe` words its error). A complete result is skipped, unless it was
+    made with other `settings` (`run_settings` of this run's segmenter; None: any)."""
     plan = run_on_main(
-        context, lambda: _plan(Path(jobs_file), Path(out), context, allow_partial, describe)
+        context,
+        lambda: _plan(Path(jobs_file), Path(out), context, allow_partial, settings, describe),
     )
     return broadcast_from_main(context, plan)
 
@@ -155,19 +160,15 @@ def _plan(
     out: Path,
     context: DistContext,
     allow_partial: bool,
+    settings: dict | None,
     describe: Callable[[HvcError], str],
 ) -> JobPlan:
     jobs = read_job_list(jobs_file)
-    if out.exists() and not out.is_dir():
-        raise HvcError(f"{out}: output path exists and is not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise HvcError(f"{out}: cannot create the output folder ({exc.strerror})") from exc
+    _make_output(out)
     frames: dict[str, int] = {}
     settled: dict[str, JobOutcome] = {}
     for job in jobs:
-        if is_complete(out / job.name, job.video, job.mask):
+        if is_complete(out / job.name, job.video, job.mask, settings):
             settled[job.name] = _outcome(job, "skipped")
             continue
         try:
@@ -177,6 +178,22 @@ def _plan(
         except HvcError as error:
             settled[job.name] = _outcome(job, "failed", error=describe(error))
     return JobPlan(jobs_file, out, jobs, frames, settled, share_out(frames, context.world_size))
+
+
+def claim_output(out: Path) -> FolderLock:
+    """Hold `out` for one job list (each job's folder is also locked while it runs): two lists
+    into one folder would plan the same jobs and write each other's table."""
+    _make_output(out)
+    return FolderLock(out, JOBS_LOCK, "hvc-run --jobs")
+
+
+def _make_output(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise HvcError(f"{out}: output path exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HvcError(f"{out}: cannot create the output folder ({exc.strerror})") from exc
 
 
 def _outcome(job: Job, status: str, **details) -> JobOutcome:
@@ -217,7 +234,10 @@ class _Tally:
         """On rank 0, once its own share is done: keep reporting until every job has finished."""
         if self.report is None:
             return
+        deadline = time.monotonic() + JOBS_TIMEOUT.total_seconds()
         while self.send()[0] < jobs:
+            if time.monotonic() > deadline:
+                raise HvcError(f"the other processes did not finish their jobs in {JOBS_TIMEOUT}")
             time.sleep(PROGRESS_SECONDS)
 
 
@@ -232,8 +252,11 @@ class _Next:
     error: HvcError | None = None
 
     def close(self) -> None:
+        """Stop its decoding, and release its folder unless the run committed or aborted it."""
         if self.frames is not None:
             self.frames.close()
+        if self.run is not None:
+            self.run.result.abort()
 
 
 def run_jobs(
@@ -298,9 +321,6 @@ def run_jobs(
             tally.job()
         tally.wait_for(len(plan.frames))
     except KeyboardInterrupt as exc:
-        for pending in (current, upcoming):
-            if pending is not None:
-                pending.close()
         stop = exc if isinstance(exc, Interrupted) else Interrupted()
         where = ""
         if current is not None and current.job.name not in outcomes:
@@ -317,6 +337,10 @@ def run_jobs(
             f"{where}{complete} of {len(plan.jobs)} jobs complete in {plan.out}; "
             "run again to resume"
         ) from None
+    finally:
+        for pending in (current, upcoming):  # whatever ended the loop: no thread, no lock left
+            if pending is not None:
+                pending.close()
     merged = {k: v for share in gather_objects(context, outcomes) for k, v in share.items()}
     return _report(plan, context, merged, start)
 

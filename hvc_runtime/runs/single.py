@@ -81,18 +81,28 @@ class VideoRun:
             "object_ids": summary.object_ids,
             "masks": str(out / "masks"),
             "overlay": str(out / "overlay.mp4") if self.overlay else None,
-            "encoder": segmenter.source.description,
             "device": str(segmenter.device),
-            "precision": segmenter.precision,
-            "mode": segmenter.mode,
-            "size": segmenter.short_side,
-            "propagation": segmenter.propagator.config.__dict__,
+            **run_settings(segmenter, self.overlay),
         }
 
 
-def is_complete(out: Path, video: Path, mask: Path) -> bool:
+def run_settings(segmenter: Segmenter, overlay: bool) -> dict:
+    """How a result is made besides its inputs, as its summary records it: a job list redoes a
+    complete result that was made otherwise (another encoder, precision, size, propagation)."""
+    return {
+        "encoder": segmenter.source.description,
+        "precision": segmenter.precision,
+        "mode": segmenter.mode,
+        "size": segmenter.short_side,
+        "propagation": segmenter.propagator.config.__dict__,
+        "with_overlay": overlay,
+    }
+
+
+def is_complete(out: Path, video: Path, mask: Path, settings: dict | None = None) -> bool:
     """Whether `out` holds a complete hvc-run result of `video` from `mask`: its summary is
-    hvc-run's, says complete, and names these inputs (a changed job is redone)."""
+    hvc-run's, says complete, names these inputs and, where given, these `settings`
+    (`run_settings`); a changed job is redone."""
     try:
         summary = json.loads((Path(out) / SUMMARY).read_text())
     except (OSError, ValueError):
@@ -105,4 +115,10 @@ def is_complete(out: Path, video: Path, mask: Path) -> bool:
             isinstance(summary.get(key), str) and Path(summary[key]).resolve() == path.resolve()
             for key, path in (("video", Path(video)), ("mask", Path(mask)))
         )
+        and all(summary.get(key) == value for key, value in _as_json(settings or {}).items())
     )
+
+
+def _as_json(values: dict) -> dict:
+    """`values` as they read back from a summary (tuples as lists, and so on)."""
+    return json.loads(json.dumps(values))

@@ -50,6 +50,12 @@ def _acquire(path: Path, target: Path, what: str) -> IO[str]:
                 f"{target}: another {what}{process} is writing it; wait for it to finish or "
                 "choose another output path"
             ) from None
+        except OSError as exc:  # NFS without a lock daemon, some FUSE and SMB mounts
+            handle.close()
+            raise HvcError(
+                f"{target}: its file system cannot lock {path.name} ({exc.strerror}); write the "
+                "result to a local folder"
+            ) from exc
         if _same_file(handle, path):  # not a file its last holder removed while we opened it
             handle.seek(0)
             handle.truncate()
