@@ -170,7 +170,8 @@ def test_an_unreadable_image_is_named_once(tmp_path, images, caplog):
 
 def test_help_shows_the_default_recipes_values():
     shown = " ".join(CliRunner().invoke(app, ["--help"], env={"COLUMNS": "200"}).stdout.split())
-    for flag, default in (("--batch-size", "128"), ("--lr", "0.0003"), ("--workers", "4")):
+    config = TrainConfig()  # the default recipe
+    for flag, default in (("--batch-size", 128), ("--lr", config.lr), ("--workers", 4)):
         assert f"{flag} <" in shown and f"[default: ({default})]" in shown, flag
 
 
