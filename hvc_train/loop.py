@@ -40,6 +40,7 @@ from hvc_train.rundir import (
     CHECKPOINT,
     CONFIG,
     ENCODER,
+    SNAPSHOTS,
     TENSORBOARD,
     check_run_folder,
     require_resumable,
@@ -284,6 +285,8 @@ class _RunLoop:
         self._flush_losses()
         if self.context.is_main:
             self.trainer.save_checkpoint(self.checkpoint_path)
+            snapshot = self.run_dir / SNAPSHOTS / f"step-{self.step:06d}.safetensors"
+            self.trainer.export_encoder(snapshot, self.data)
         self.saved_step = self.step
 
     def _health(self, reporter: Reporter) -> None:

@@ -19,7 +19,8 @@ CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.json"
 ENCODER = "encoder.safetensors"
 TENSORBOARD = "tensorboard"
-RUN_FILES = (CHECKPOINT, CONFIG, ENCODER, TENSORBOARD)
+SNAPSHOTS = "encoders"  # the inference encoder at every checkpoint: step-NNNNNN.safetensors
+RUN_FILES = (CHECKPOINT, CONFIG, ENCODER, TENSORBOARD, SNAPSHOTS)
 LOCK = ".hvc-train.lock"  # held by the process training into the folder (see FolderLock)
 
 
