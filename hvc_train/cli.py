@@ -95,6 +95,10 @@ def main(
     fixed_filter_means: Annotated[
         bool | None, typer.Option(help="Hold each trunk filter's mean at its initial value.")
     ] = None,
+    projector_layer: Annotated[
+        str | None,
+        typer.Option(help="Trunk output the loss trains: layer4 (official) or layer3 (cheaper)."),
+    ] = None,
     pos_radius: Number = None,
     dynamic_sign: Annotated[
         float | None, typer.Option(help="+1 official, -1 flow consistency.")

@@ -42,11 +42,14 @@ class TrainConfig:
     lr: float = 1e-3  # official, constant
     warmup_steps: int = 0  # linear learning-rate warm-up from 0
     fixed_filter_means: bool = False  # hold each k×k trunk filter's mean at its initial value
+    projector_layer: str = "layer4"  # trunk output the projector reads (official: layer4)
     pos_radius: float = 0.1  # official value (PixPro's own default is 0.7)
     dynamic_sign: float = 1.0  # official: reward +cos between forward and backward flows
     normalization: str = "cifar10"  # official training statistics (inference: ImageNet)
     momentum: float = 0.99
-    amp: str = "auto"  # auto (fp16 on CUDA, off on CPU), none, fp16, bf16
+    amp: str = (
+        "auto"  # auto (fp16 on CUDA, bf16 on CPUs with native bf16, else off), none, fp16, bf16
+    )
     compile: bool = False
     channels_last: bool = False  # official default layout; see hvc_train.recipes
     deterministic: bool = True  # cuDNN deterministic algorithms, no benchmark (official)
@@ -66,6 +69,7 @@ class TrainConfig:
         choices = {
             "normalization": ("cifar10", "imagenet"),
             "amp": ("auto", "none", "fp16", "bf16"),
+            "projector_layer": ("layer3", "layer4"),
             "val_metric": ("proxy", "jf"),
         }
         for key, allowed in choices.items():

@@ -48,7 +48,7 @@ def test_run_writes_masks_overlay_and_summary(clip, tmp_path):
     assert (out / "overlay.mp4").stat().st_size > 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["frames"] == 6 and summary["object_ids"] == [1, 2]
-    assert "random-initialised" in stderr and "6 frames" in stderr and str(out / "masks") in stderr
+    assert "default encoder" in stderr and "6 frames" in stderr and str(out / "masks") in stderr
 
 
 def test_readme_demo_command(tmp_path):
@@ -65,7 +65,7 @@ def test_readme_demo_command(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert len(list((tmp_path / "demo" / "masks").glob("*.png"))) == 40
-    assert "random-initialised" in done.stderr
+    assert "default encoder" in done.stderr and "warning" not in done.stderr
 
 
 def test_missing_and_undecodable_video(clip, tmp_path):

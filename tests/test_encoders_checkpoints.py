@@ -210,9 +210,9 @@ def test_safetensors_without_header_or_from_the_future(tmp_path, encoder):
         load_encoder(future)
 
 
-def test_default_is_seeded_random_and_says_so():
+def test_default_is_the_packaged_trained_encoder_every_time():
     first, second = load_encoder(), load_encoder()
-    assert not first.trained and "random-initialised" in first.description
+    assert first.trained and first.description.startswith("default encoder")
     for a, b in zip(
         first.encoder.state_dict().values(), second.encoder.state_dict().values(), strict=True
     ):

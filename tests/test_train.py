@@ -14,7 +14,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from hvc_runtime.cli import run_app
+from hvc_runtime.encoder.checkpoints import load_encoder, read_header
 from hvc_runtime.io.masks import write_palette_png
+from hvc_runtime.utils.devices import cpu_has_native_bf16
 from hvc_runtime.utils.errors import HvcError, HvcWarning
 from hvc_train.checkpointing import load_checkpoint, save_checkpoint
 from hvc_train.config import TrainConfig, load_config
@@ -22,6 +24,7 @@ from hvc_train.crops import cell_centres, crop_pair
 from hvc_train.loop import train
 from hvc_train.loss import positive_pairs
 from hvc_train.model import HVCNetwork, momentum_at
+from hvc_train.trainer import amp_dtype
 from tests.conftest import DAVIS2016, smooth_texture
 
 
@@ -230,3 +233,38 @@ def test_periodic_validation_logs_davis_jf(image_tree, tmp_path):
     assert [s for s, _ in result.validation] == [2, 3]
     assert all(0 <= jf <= 1 for _, jf in result.validation)
     assert list((tmp_path / "run" / "tensorboard").iterdir())
+
+
+def test_amp_auto_is_bf16_on_cpus_with_native_bf16():
+    assert amp_dtype("auto", torch.device("cuda")) == torch.float16
+    expected = torch.bfloat16 if cpu_has_native_bf16() else None
+    assert amp_dtype("auto", torch.device("cpu")) == expected
+    assert amp_dtype("none", torch.device("cpu")) is None
+    assert amp_dtype("auto", torch.device("mps")) is None
+
+
+def test_layer3_projector_trains_the_layer_that_is_deployed(image_tree, tmp_path):
+    network = HVCNetwork("layer3")
+    assert not hasattr(network.online_encoder, "layer4")
+    assert network.online_projector.conv1.in_channels == 256
+    config = tiny(image_tree, max_steps=3, projector_layer="layer3")
+    result = train(config, tmp_path / "run", show_progress=False)
+    assert np.isfinite(result.losses).all()
+    online = load_checkpoint(tmp_path / "run" / "checkpoint.pt")["model"]
+    deployed = load_encoder(result.encoder).encoder.backbone.state_dict()
+    for key, value in deployed.items():
+        assert torch.equal(value, online[f"online_encoder.{key}"]), key
+    with pytest.raises(HvcError, match="projector_layer"):
+        TrainConfig(projector_layer="layer2")
+
+
+def test_an_encoder_is_kept_at_every_checkpoint(image_tree, tmp_path):
+    run = tmp_path / "run"
+    train(tiny(image_tree, max_steps=3, checkpoint_every=2), run, show_progress=False)
+    train(tiny(image_tree, max_steps=5, checkpoint_every=2), run, resume=True, show_progress=False)
+    snapshots = sorted(p.name for p in (run / "encoders").iterdir())
+    assert snapshots == [f"step-{s:06d}.safetensors" for s in (2, 3, 4, 5)]
+    final = load_encoder(run / "encoder.safetensors").encoder.state_dict()
+    last = load_encoder(run / "encoders" / snapshots[-1]).encoder.state_dict()
+    assert all(torch.equal(final[k], last[k]) for k in final)
+    assert read_header(run / "encoders" / snapshots[0]).training["steps"] == 2

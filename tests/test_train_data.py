@@ -18,7 +18,7 @@ from hvc_train.cli import main as cli_main
 from hvc_train.config import TrainConfig, load_config
 from hvc_train.data import BatchStream, CropPairDataset, index_videos, merge
 from hvc_train.loop import train
-from hvc_train.recipes import OFFICIAL
+from hvc_train.recipes import CPU, OFFICIAL
 from hvc_train.trainer import Trainer
 from tests.conftest import smooth_texture
 
@@ -119,6 +119,9 @@ def test_recipes_and_their_layers(tmp_path):
     assert load_config(None, {"recipe": "official", "min_crop": 0.3}).min_crop == 0.3
     saved = dataclasses.replace(official, seed=9).to_dict()
     assert load_config(None, {}, base=saved) == dataclasses.replace(official, seed=9)
+    cpu = load_config(None, {"recipe": "cpu"})  # the official objective at a CPU's scale
+    assert dataclasses.replace(cpu, **{k: getattr(official, k) for k in CPU}) == official
+    assert (cpu.image_size, cpu.batch_size, cpu.channels_last, cpu.amp) == (128, 32, True, "auto")
 
 
 def test_default_trains_in_the_default_memory_layout():

@@ -67,7 +67,7 @@ def test_flag_problems_name_the_flag(tmp_path, images):
     line = error_line(invoke(small(images, tmp_path / "run", "--grayscale", "1.5")))
     assert line == "error: --grayscale 1.5: must be within [0, 1]"
     line = error_line(invoke(small(images, tmp_path / "run", "--recipe", "fastest")))
-    assert line == "error: --recipe fastest: choose one of default, official"
+    assert line == "error: --recipe fastest: choose one of default, official, cpu"
 
 
 @pytest.mark.parametrize("state", ["missing", "empty", "failed start"])

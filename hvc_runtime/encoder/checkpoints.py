@@ -180,6 +180,19 @@ def _read_project(path: Path) -> tuple[dict[str, torch.Tensor], CheckpointHeader
     return tensors, header
 
 
+def default_model_summary(header: CheckpointHeader) -> str:
+    """One line from a packaged encoder's model card: name, training and dev score."""
+    card = header.training
+    dev = card.get("dev_jf", {}).get("mean")
+    score = f", DAVIS-2016 dev J&F {dev}" if dev is not None else ""
+    return f"{card.get('name', 'unnamed')} ({card.get('steps')} steps on {card.get('data')}{score})"
+
+
+def read_header(path: Path) -> CheckpointHeader:
+    """What a project checkpoint says about itself (its training, revision, model card)."""
+    return _read_project(Path(path))[1]
+
+
 def random_encoder(seed: int = DEFAULT_RANDOM_SEED) -> InferenceEncoder:
     """A seeded random ResNet-18 layer3 encoder: He-normal convolutions, every BatchNorm at 1/0.
 
@@ -220,41 +233,40 @@ def load_encoder(
 ) -> LoadedEncoder:
     """Build the inference encoder from a checkpoint (project safetensors or official `.pth`).
 
-    Without a checkpoint the shipped default is used; until a trained default ships, that is a
-    seeded random initialisation, and the description says so. `official_bn_drift` replays the
-    official loader's BatchNorm side effect (`replay_official_dims_probe`) on every trunk, for
-    exact parity with official outputs.
+    Without a checkpoint the packaged default encoder is used (`DEFAULT_CHECKPOINT`, trained by
+    hvc-train; its header is its model card). `official_bn_drift` replays the official loader's
+    BatchNorm side effect (`replay_official_dims_probe`) on every trunk, for exact parity with
+    official outputs.
     """
-    if checkpoint is None and not DEFAULT_CHECKPOINT.exists():
-        loaded = LoadedEncoder(
-            random_encoder(),
-            f"random-initialised ResNet-18 (seed {DEFAULT_RANDOM_SEED}): no trained default "
-            "checkpoint ships yet, expect poor masks",
-            trained=False,
+    if checkpoint is None and not DEFAULT_CHECKPOINT.is_file():
+        raise HvcError(
+            f"{DEFAULT_CHECKPOINT}: the packaged default encoder is missing (a broken install); "
+            "reinstall hvc or pass a checkpoint"
         )
-    else:
-        path = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
-        trunk = StrideEightResNet("resnet18", "layer3")
-        normalization = Normalization()
-        if path.suffix == ".safetensors":
-            tensors, header = _read_project(path)
-            if (header.architecture, header.last_layer) != ("resnet18", "layer3"):
-                raise HvcError(
-                    f"{path}: encoder {header.architecture}/{header.last_layer} is not supported "
-                    "by the runtime (resnet18/layer3)"
-                )
-            normalization = Normalization(
-                tuple(header.normalization["mean"]), tuple(header.normalization["std"])
+    path = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
+    trunk = StrideEightResNet("resnet18", "layer3")
+    normalization = Normalization()
+    if path.suffix == ".safetensors":
+        tensors, header = _read_project(path)
+        if (header.architecture, header.last_layer) != ("resnet18", "layer3"):
+            raise HvcError(
+                f"{path}: encoder {header.architecture}/{header.last_layer} is not supported "
+                "by the runtime (resnet18/layer3)"
             )
-            load_trunk_weights(trunk, {k: v.float() for k, v in tensors.items()}, path)
-            trained = bool(header.training)
-        else:
-            load_trunk_weights(trunk, _select_trunk(_read_official(path)), path)
-            trained = True
-        kind = "project" if path.suffix == ".safetensors" else "official-format"
-        loaded = LoadedEncoder(
-            InferenceEncoder(trunk, normalization).eval(), f"{kind} checkpoint {path}", trained
+        normalization = Normalization(
+            tuple(header.normalization["mean"]), tuple(header.normalization["std"])
         )
+        load_trunk_weights(trunk, {k: v.float() for k, v in tensors.items()}, path)
+        trained = bool(header.training)
+    else:
+        load_trunk_weights(trunk, _select_trunk(_read_official(path)), path)
+        trained = True
+    if checkpoint is None:
+        description = f"default encoder {default_model_summary(header)}"
+    else:
+        kind = "project" if path.suffix == ".safetensors" else "official-format"
+        description = f"{kind} checkpoint {path}"
+    loaded = LoadedEncoder(InferenceEncoder(trunk, normalization).eval(), description, trained)
     if moco is not None:
         moco_trunk = StrideEightResNet("resnet50", "layer3")
         load_trunk_weights(moco_trunk, _select_trunk(_read_official(Path(moco))), Path(moco))

@@ -29,6 +29,17 @@ def resolve_device(name: str | torch.device) -> torch.device:
     return device
 
 
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 matrix products in hardware (AVX-512 BF16 or AMX).
+
+    Where it does, bf16 convolutions run at about twice the fp32 rate through oneDNN; where it
+    does not, PyTorch emulates bf16 and it is slower than fp32. PyTorch exposes the check only
+    under private names, so a build without them counts as "no"."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
 @functools.lru_cache(maxsize=256)
 def device_ints(values: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """`values` as a [N] tensor on `device`, uploaded once per distinct tuple and cached.
