@@ -76,6 +76,29 @@ def test_a_bad_list_is_refused_before_anything_runs(tmp_path, text, fragment):
     assert not (tmp_path / "R").exists()
 
 
+LONG = "c.mp4,m.png,c\n" * 10000  # past the CSV module's field limit once a quote is open
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ('video,mask,name\na.mp4,m.png,a\n"b.mp4,m.png,b\nc.mp4,m.png,c\n', "jobs.csv:3: a quote "),
+        ('video,mask,name\n"a.mp4\nx",m.png,a\nb.mp4,m.png,b\n', "jobs.csv:2: a quote opened"),
+        ('video,mask,name\na.mp4,m.png,"a\n' + LONG, "jobs.csv:2: not a readable CSV row"),
+        ('video,mask,name\na.mp4,m.png,"a\n' + LONG[:1400], "runs on to line 102: 'a…'"),
+        (",".join(["column"] * 400) + "\n", "header video,mask,name (column,column,column,"),
+        ("video,mask,name\na.mp4,m.png," + "n" * 5000 + "\n", "job name 'nnnnnnnnn"),
+    ],
+)
+def test_errors_quote_at_most_an_excerpt_of_the_list(tmp_path, text, fragment):
+    """An unclosed quote swallows the rest of the file into one field: the error names the
+    line where it opens and quotes a few characters, never the file."""
+    (tmp_path / "jobs.csv").write_text(text)
+    code, _, stderr = run_cli(run_app, ["--jobs", tmp_path / "jobs.csv", "--out", tmp_path / "R"])
+    assert_one_line_error(code, stderr, fragment)
+    assert len(stderr) < len(str(tmp_path)) + 250 and "c.mp4" not in stderr, stderr
+
+
 def test_list_paths_are_relative_to_the_list(tmp_path):
     (tmp_path / "lists").mkdir()
     path = write_csv(tmp_path / "lists" / "jobs.csv", [("../v/a.mp4", "/abs/m.png", "a")])
