@@ -94,7 +94,7 @@ def segment_video(
             video_writer.abort()
         if isinstance(exc, KeyboardInterrupt):
             stop = exc if isinstance(exc, Interrupted) else Interrupted()
-            total = f"/{len(source)}" if len(source) else ""
+            total = f"/{source.length}" if source.length else ""  # never a guessed count
             raise stop.with_detail(f"at frame {count + 1}{total}; nothing written") from None
         raise
     finally:
