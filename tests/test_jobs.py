@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -178,15 +179,14 @@ def test_jobs_takes_no_video_and_needs_out(clip, tmp_path):
     assert_one_line_error(code, stderr, "--jobs needs --out")
 
 
-def test_interrupt_keeps_finished_jobs_and_a_rerun_resumes(tmp_path):
-    # run longest first, job0, job2, job1: the interrupt comes while job2 is segmented
-    jobs = write_csv(tmp_path / "jobs.csv", clips(tmp_path, [10, 3, 8]))
-    out = tmp_path / "R"
+def interrupt_job_list(jobs: Path, out: Path, ready: Callable[[], bool], *extra: str) -> str:
+    """Run the list in a process of its own, SIGINT it once `ready()`; its stderr (exit 130).
+    Skips the test when every job finished first."""
     command = [sys.executable, "-c", "from hvc_runtime.cli import run_app; run_app()"]
-    command += ["--jobs", str(jobs), "--out", str(out), *FAST]
+    command += ["--jobs", str(jobs), "--out", str(out), *FAST, *extra]
     process = subprocess.Popen(command, env=env(), stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
-    while not (out / "job0" / "summary.json").exists() and process.poll() is None:
+    while not ready() and process.poll() is None:
         assert time.monotonic() < deadline
         time.sleep(0.05)
     process.send_signal(signal.SIGINT)
@@ -194,6 +194,14 @@ def test_interrupt_keeps_finished_jobs_and_a_rerun_resumes(tmp_path):
     if process.returncode == 0:
         pytest.skip("every job finished before the interrupt came")
     assert process.returncode == 130, stderr
+    return stderr
+
+
+def test_interrupt_keeps_finished_jobs_and_a_rerun_resumes(tmp_path):
+    # run longest first, job0, job2, job1: the interrupt comes while job2 is segmented
+    jobs = write_csv(tmp_path / "jobs.csv", clips(tmp_path, [10, 3, 8]))
+    out = tmp_path / "R"
+    stderr = interrupt_job_list(jobs, out, (out / "job0" / "summary.json").exists)
     lines = [line for line in stderr.splitlines() if line.startswith("interrupted")]
     assert len(lines) == 1 and "run again to resume" in lines[0], stderr
     report = json.loads((out / "jobs.json").read_text())

@@ -7,14 +7,9 @@ from __future__ import annotations
 
 import json
 import re
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 from hvc_runtime.cli import run_app
@@ -22,7 +17,7 @@ from hvc_runtime.encoder.checkpoints import CheckpointHeader, random_encoder, sa
 from hvc_runtime.io.masks import read_mask, write_palette_png
 from tests.conftest import smooth_texture, write_video
 from tests.test_cli import assert_one_line_error, run_cli
-from tests.test_jobs import FAST, clips, env, write_csv
+from tests.test_jobs import FAST, clips, interrupt_job_list, write_csv
 
 
 def statuses(out: Path) -> list[str]:
@@ -46,18 +41,10 @@ def test_an_interrupted_redo_claims_only_results_made_with_its_settings(tmp_path
     def topk(name: str) -> int:
         return json.loads((out / name / "summary.json").read_text())["propagation"]["topk"]
 
-    command = [sys.executable, "-c", "from hvc_runtime.cli import run_app; run_app()"]
-    command += ["--jobs", str(jobs), "--out", str(out), *FAST, "--topk", "5"]
-    process = subprocess.Popen(command, env=env(), stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300
-    while not any(topk(n) == 5 for n in ("job1", "job2")) and process.poll() is None:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=120)
-    if process.returncode == 0:
-        pytest.skip("every job finished before the interrupt came")
-    assert process.returncode == 130, stderr
+    def one_redone() -> bool:
+        return any(topk(n) == 5 for n in ("job1", "job2"))
+
+    stderr = interrupt_job_list(jobs, out, one_redone, "--topk", "5")
     redone = {name for name in ("job0", "job1", "job2") if topk(name) == 5}
     report = json.loads((out / "jobs.json").read_text())
     claimed = {j["name"] for j in report["jobs"] if j["status"] in ("done", "skipped")}
