@@ -146,3 +146,17 @@ def test_an_mjpeg_stream_is_a_video_and_a_jpeg_is_not(tmp_path):
     still.write_bytes(stream.read_bytes()[: stream.read_bytes().index(b"\xff\xd9") + 2])
     code, _, stderr = run_cli(run_app, [still, tmp_path / "m.png", "--out", tmp_path / "o"])
     assert_one_line_error(code, stderr, "still.jpg: is a single image, not a video")
+
+
+def test_masks_past_where_a_kept_video_stops_are_named(tmp_path):
+    """A video cut short and kept (`--allow-partial`) never reaches a later mask's frame: the
+    object it adds is nowhere in the result, and a warning says so."""
+    video = write_stream(tmp_path, "mjpeg-avi", count=12)
+    video.write_bytes(video.read_bytes()[: video.stat().st_size // 2])
+    masks = mask_folder(tmp_path / "masks", (0, 10))
+    out = tmp_path / "out"
+    code, _, stderr = run_cli(run_app, [video, masks, "--out", out, *FAST, "--allow-partial"])
+    assert code == 0, stderr
+    text = " ".join(stderr.split())
+    assert "of the 12 frames the file declares; kept the" in text
+    assert "the masks given for frames 00010 were not used" in text

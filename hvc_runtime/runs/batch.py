@@ -163,8 +163,11 @@ class JobReport:
     def write(self) -> Path:
         """`<out>/jobs.json`, written atomically."""
         path = Path(self.out) / REPORT
-        with atomic_path(path) as tmp:
-            tmp.write_text(json.dumps(self.as_dict(), indent=2) + "\n")
+        try:
+            with atomic_path(path) as tmp:
+                tmp.write_text(json.dumps(self.as_dict(), indent=2) + "\n")
+        except OSError as exc:
+            raise HvcError(f"{path}: cannot write the table of jobs ({exc.strerror})") from exc
         return path
 
 
