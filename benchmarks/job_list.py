@@ -24,7 +24,7 @@ from benchmarks.report import write_json
 from hvc_export.parity import natural_texture
 from hvc_runtime.cli.terminal import user_errors
 from hvc_runtime.io.masks import write_palette_png
-from hvc_runtime.runs import plan_jobs, run_jobs
+from hvc_runtime.runs import JobOptions, plan_jobs, run_jobs
 from hvc_runtime.segmenter import Segmenter
 from hvc_runtime.utils.devices import resolve_device
 from hvc_runtime.utils.errors import HvcError
@@ -97,11 +97,15 @@ def main(
             lines = listed.read_text().splitlines()
             warmup = listed.with_name("warmup.csv")  # one short job: first-call costs
             warmup.write_text(f"{lines[0]}\n{lines[-1]}\n")
-            run_jobs(plan_jobs(warmup, Path(scratch) / "warmup"), segmenter, overlay=False)
+            options = JobOptions(overlay=False)
+            run_jobs(
+                plan_jobs(warmup, Path(scratch) / "warmup", segmenter, options=options), segmenter
+            )
             for read_ahead in (False, True):
-                plan = plan_jobs(listed, Path(scratch) / f"read-ahead-{read_ahead}")
+                scratch_out = Path(scratch) / f"read-ahead-{read_ahead}"
+                plan = plan_jobs(listed, scratch_out, segmenter, options=options)
                 began = time.perf_counter()
-                report = run_jobs(plan, segmenter, overlay=False, read_ahead=read_ahead)
+                report = run_jobs(plan, segmenter, read_ahead=read_ahead)
                 seconds = time.perf_counter() - began
                 failed = [o for o in report.outcomes if o.status != "done"]
                 if failed:  # a throughput of failing jobs would mean nothing

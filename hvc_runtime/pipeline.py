@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from hvc_runtime.io.frames import Frame, FrameSource
 from hvc_runtime.io.prefetch import prefetch
 from hvc_runtime.io.writers import BackgroundWorker, MaskFolderWriter, OverlayVideoWriter
 from hvc_runtime.segmenter import Segmenter
-from hvc_runtime.utils.errors import HvcError
+from hvc_runtime.utils.errors import HvcError, HvcWarning, listing
 from hvc_runtime.utils.interrupts import Interrupted
 
 ProgressCallback = Callable[[int], None]
@@ -80,6 +81,7 @@ def segment_video(
                 on_frame(count)
         if count == 0:
             raise HvcError(f"{source.path}: no decodable frames")
+        _warn_unused(source, masks, count)
         mask_worker.close()
         video_worker.close()
         mask_writer.commit()
@@ -94,7 +96,7 @@ def segment_video(
             video_writer.abort()
         if isinstance(exc, KeyboardInterrupt):
             stop = exc if isinstance(exc, Interrupted) else Interrupted()
-            total = f"/{len(source)}" if len(source) else ""
+            total = f"/{source.length}" if source.length else ""  # never a guessed count
             raise stop.with_detail(f"at frame {count + 1}{total}; nothing written") from None
         raise
     finally:
@@ -108,3 +110,16 @@ def segment_video(
         overlay=overlay,
         object_ids=segmenter.object_ids,
     )
+
+
+def _warn_unused(source: FrameSource, masks: Mapping[int, np.ndarray], count: int) -> None:
+    """Masks for frames past where decoding stopped (a video kept with `allow_partial`): the
+    objects they add are nowhere in the result, which must be said."""
+    unused = sorted(k for k in masks if k >= count)
+    if unused:
+        warnings.warn(
+            f"{source.path}: decoding ended after {count} frames; the masks given for frames "
+            f"{listing([f'{k:05d}' for k in unused])} were not used",
+            HvcWarning,
+            stacklevel=3,
+        )

@@ -22,9 +22,11 @@ from torch import nn
 
 from hvc_runtime.encoder.backends import EncoderBackend
 from hvc_runtime.encoder.backends.torch_module import TorchBackend
+from hvc_runtime.encoder.checkpoints import DEFAULT_CHECKPOINT
 from hvc_runtime.encoder.loading import LoadedBackend, load_encoder_backend
 from hvc_runtime.encoder.network import InferenceEncoder
 from hvc_runtime.encoder.precision import Precision, dtype_of
+from hvc_runtime.io.fingerprints import weights_fingerprints
 from hvc_runtime.io.frames import Frame
 from hvc_runtime.propagation import PROPAGATORS, PropagationConfig
 from hvc_runtime.utils.devices import device_ints, resolve_device
@@ -74,6 +76,9 @@ class Segmenter:
             encoder = TorchBackend(encoder, self.device, precision)
         self.encoder = encoder
         self.source = source or LoadedBackend(encoder, f"{type(encoder).__name__} given")
+        # size and modification time of the checkpoint files loaded (`from_checkpoint`): results
+        # record them, so that weights retrained under the same name are known as other weights
+        self.weights: dict[str, dict] = {}
         self.precision = precision
         self.short_side = short_side
         self.mode = mode
@@ -107,6 +112,8 @@ class Segmenter:
         slightly from PIL's, so exact comparisons with CPU or official runs turn it off)."""
         target = resolve_device(device)
         dtype_of(precision)  # refuse a bad precision before any weights are loaded
+        files = [Path(p) for p in (checkpoint or DEFAULT_CHECKPOINT, moco) if p is not None]
+        weights = weights_fingerprints(files)  # before loading: what was read, not what is now
         loaded = load_encoder_backend(
             Path(checkpoint) if checkpoint is not None else None,
             target,
@@ -115,7 +122,7 @@ class Segmenter:
             moco=Path(moco) if moco is not None else None,
             official_bn_drift=official_bn_drift,
         )
-        return cls(
+        segmenter = cls(
             loaded.encoder,
             config,
             device=target,
@@ -126,6 +133,8 @@ class Segmenter:
             gpu_decode=gpu_decode,
             source=loaded,
         )
+        segmenter.weights = weights
+        return segmenter
 
     def reset(self) -> None:
         """Forget the current video."""

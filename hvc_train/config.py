@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hvc_runtime.utils.errors import HvcError, OptionError
+from hvc_runtime.utils.atomic import atomic_path
+from hvc_runtime.utils.errors import HvcError, OptionError, excerpt
 
 
 @dataclass
@@ -196,11 +197,18 @@ def _checked(values: dict[str, Any], source: str) -> dict[str, Any]:
     if unknown:
         close = difflib.get_close_matches(unknown[0], list(_TYPES), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise HvcError(f"{source}: unknown config keys {unknown}{hint}")
+        shown = [excerpt(key) for key in unknown[:3]]
+        more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
+        raise HvcError(f"{source}: unknown config keys {shown}{more}{hint}")
     try:
         return {key: _check_value(key, value) for key, value in values.items()}
     except OptionError as error:
-        raise HvcError(f"{source}: {error.option} = {error.value!r}: {error.message}") from None
+        raise _in_file(source, error) from None
+
+
+def _in_file(source: str, error: OptionError) -> HvcError:
+    """A bad value of a config file, named by file and key, quoted short."""
+    return HvcError(f"{source}: {error.option} = {excerpt(repr(error.value))}: {error.message}")
 
 
 def load_config(
@@ -233,16 +241,27 @@ def load_config(
     except OptionError as error:
         if error.option in flags or error.option not in origin:
             raise
-        raise HvcError(
-            f"{origin[error.option]}: {error.option} = {error.value!r}: {error.message}"
-        ) from None
+        raise _in_file(origin[error.option], error) from None
 
 
 def save_config(config: TrainConfig, path: Path) -> None:
-    path.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    """The resolved config, written atomically (`--resume` reads it back)."""
+    try:
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    except OSError as exc:
+        raise HvcError(f"{path}: cannot write the config ({exc.strerror})") from exc
 
 
 def saved_config(run_dir: Path) -> dict[str, Any] | None:
     """The resolved config a run saved, so `--resume` needs no flags repeated."""
     path = Path(run_dir) / "config.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        values = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise HvcError(f"{path}: the run's saved config is not readable ({exc})") from None
+    if not isinstance(values, dict):
+        raise HvcError(f"{path}: the run's saved config is not a table of keys")
+    return values

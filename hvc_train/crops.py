@@ -82,7 +82,8 @@ def crop_pair(
     for _ in range(2):
         box = sample_crop(height, width, rng, min_scale, max_scale)
         patch = image[box.top : box.top + box.height, box.left : box.left + box.width]
-        tensor = torch.from_numpy(np.ascontiguousarray(patch)).permute(2, 0, 1)[None].float()
+        # a copy: images decoded by PIL are read-only, and a crop of the whole width is no copy
+        tensor = torch.from_numpy(patch.copy()).permute(2, 0, 1)[None].float()
         resized = F.interpolate(
             tensor, size=(size, size), mode="bilinear", align_corners=False, antialias=True
         )

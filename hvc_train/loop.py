@@ -106,11 +106,8 @@ def train(
         index = build_index(config)  # bad data fails before the folder is touched
         if not resume:  # every rank stops if rank 0 refuses the folder, none waits for it
             run_on_main(context, lambda: check_run_folder(run_dir, force))
-        with run_folder(run_dir, resume, force, owner=context.is_main):
-            if context.is_main:
-                save_config(config, run_dir / CONFIG)
-            if context.enabled:
-                torch.distributed.barrier()
+        with run_folder(run_dir, resume, force, context):
+            run_on_main(context, lambda: save_config(config, run_dir / CONFIG))
             loop = _RunLoop(config, index, run_dir, device, context, show_progress, on_health)
             return loop.run(resume)
     finally:

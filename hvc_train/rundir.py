@@ -12,7 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from hvc_runtime.utils.errors import FlagNamer, HvcError
+from hvc_runtime.utils.distributed import DistContext, run_on_main
+from hvc_runtime.utils.errors import FlagNamer, HvcError, listing
 from hvc_runtime.utils.locks import FolderLock
 
 CHECKPOINT = "checkpoint.pt"
@@ -67,34 +68,27 @@ def check_run_folder(folder: Path, force: bool) -> None:
     foreign = [p.name for p in folder.iterdir() if not _is_run_file(p) and p.name != LOCK]
     if foreign and not force:
         raise HvcError(
-            f"{folder}: folder is not empty and holds no run ({', '.join(sorted(foreign)[:3])}"
-            f"{', ...' if len(foreign) > 3 else ''}); choose an empty or new folder",
+            f"{folder}: folder is not empty and holds no run ({listing(sorted(foreign))}); "
+            "choose an empty or new folder",
             remedy="force",
         )
 
 
 @contextmanager
-def run_folder(folder: Path, resume: bool, force: bool, owner: bool = True) -> Iterator[None]:
+def run_folder(folder: Path, resume: bool, force: bool, context: DistContext) -> Iterator[None]:
     """Claim `folder` for a run and clean up after a failure that comes before its first
-    checkpoint (a resumed run has one: nothing to clean). Only the `owner` (rank 0) touches it;
-    it holds the folder's lock throughout, so a second run into it is refused at once."""
+    checkpoint (a resumed run has one: nothing to clean). Only rank 0 touches the folder; it
+    holds the folder's lock throughout, so a second run into it is refused at once. Every
+    rank learns whether rank 0 could claim it: a refusal stops them all, none waits for it."""
     existed = folder.is_dir()
-    if not owner or (resume and not existed):  # the caller reports a missing run
+    if resume and not existed:  # the caller reports a missing run
         yield
         return
-    folder.mkdir(parents=True, exist_ok=True)
-    lock = FolderLock(folder, LOCK, "hvc-train")
-    if existed and not resume:
-        try:  # again under the lock; a refusal leaves the folder as it was
-            check_run_folder(folder, force)
-        except BaseException:
-            lock.release()
-            raise
+    lock = run_on_main(context, lambda: _claim(folder, existed, resume, force))
+    if lock is None:  # another rank's: rank 0 holds the folder
+        yield
+        return
     try:
-        if existed and not resume:
-            for path in folder.iterdir():
-                if _is_run_file(path):
-                    _remove(path)  # a replaced run, or leftovers of one that never checkpointed
         yield
     except BaseException:
         if not resume and not (folder / CHECKPOINT).is_file():
@@ -106,3 +100,23 @@ def run_folder(folder: Path, resume: bool, force: bool, owner: bool = True) -> I
         raise
     finally:
         lock.release()
+
+
+def _claim(folder: Path, existed: bool, resume: bool, force: bool) -> FolderLock:
+    """Lock `folder` (made if new) and, for a new run, check it again under the lock and clear
+    what an earlier run left; a refusal leaves the folder as it was."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HvcError(f"{folder}: cannot create the run folder ({exc.strerror})") from exc
+    lock = FolderLock(folder, LOCK, "hvc-train")
+    if existed and not resume:
+        try:
+            check_run_folder(folder, force)
+        except BaseException:
+            lock.release()
+            raise
+        for path in folder.iterdir():
+            if _is_run_file(path):
+                _remove(path)  # a replaced run, or leftovers of one that never checkpointed
+    return lock

@@ -371,10 +371,10 @@ def test_a_declared_count_a_frame_or_two_off_is_a_warning(clip):
 
     video, _ = clip
     source = VideoFileSource(video)
-    source._count += 1  # an estimate one frame too high, as containers without an index give
+    source._stated += 1  # a stated count one frame too high, as edit lists can make it
     with pytest.warns(HvcWarning, match="kept the 6 decoded frames"):
         assert len(list(source)) == 6
-    source._count += 4
+    source._stated += 4
     with pytest.raises(HvcError, match="cut short or corrupt"):
         list(source)
 
@@ -716,3 +716,57 @@ def test_eval_ignores_the_hidden_files_beside_annotations(tmp_path):
     assert code == 0, stderr
     rows = list(csv.reader((tmp_path / "results" / "global_results-val.csv").open()))
     assert float(rows[1][0]) == 1.0
+
+
+def test_two_eval_runs_into_one_results_folder_never_share_it(tmp_path):
+    """`hvc-eval --run` locks RESULTS as hvc-run locks its folder: a second one into it is
+    refused at once naming the first (with --overwrite too), and the first scores whole."""
+    from tests.test_davis import make_dataset
+
+    davis, results = tmp_path / "davis", tmp_path / "results"
+    make_dataset(davis, ["a", "b"])
+    for name in ("a", "b"):
+        for t in range(6):
+            Image.fromarray(smooth_texture(40, 60, seed=t)).save(
+                davis / "JPEGImages" / "480p" / name / f"{t:05d}.jpg"
+            )
+    args = [results, "--davis", davis, "--run", "--device", "cpu", "--no-pad-context"]
+    launch = [sys.executable, "-c", "from hvc_runtime.cli import eval_app; eval_app()"]
+    first = subprocess.Popen(
+        [*launch, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 240
+    while not (results / ".hvc-eval.lock").exists() and first.poll() is None:
+        assert time.monotonic() < deadline, "the first run never claimed the results folder"
+        time.sleep(0.02)
+    first.send_signal(signal.SIGSTOP)
+    try:
+        for extra in ([], ["--overwrite"]):
+            code, _, stderr = run_cli(eval_app, [*args, *extra])
+            assert_one_line_error(
+                code, stderr, f"{results}: another hvc-eval --run (process {first.pid})"
+            )
+    finally:
+        first.send_signal(signal.SIGCONT)
+    stdout, stderr = first.communicate(timeout=240)
+    assert first.returncode == 0, stderr
+    assert "global (objects)" in stdout
+    assert entries(results) == ["a", "b", "global_results-val.csv", "per-sequence_results-val.csv"]
+
+
+def test_a_demo_cut_short_while_it_is_generated_leaves_no_half_pair(tmp_path, monkeypatch):
+    """The demo's clip and mask are reused whenever both are in the cache: a generation that
+    dies writing the mask must leave neither, or every later demo would fail on it."""
+    import hvc_runtime.cli.demo as demo
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+    def killed(path, ids):
+        Path(path).write_bytes(b"\x89PNG\r\n\x1a\n")  # the first bytes, then the process dies
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo, "write_palette_png", killed)
+    code, _, stderr = run_cli(run_app, ["--demo", "--out", tmp_path / "o", "--device", "cpu"])
+    assert code == 130, stderr
+    left = entries(demo.cache_dir())
+    assert "demo-mask.png" not in left and "demo.mp4" not in left, left

@@ -27,7 +27,7 @@ def test_video_file_is_decoded_frame_by_frame(tmp_path):
     write_video(tmp_path / "clip.mp4", frames)
     source = open_frames(tmp_path / "clip.mp4")
     assert isinstance(source, VideoFileSource)
-    assert (source.height, source.width, len(source)) == (48, 64, 6)
+    assert (source.height, source.width, source.length) == (48, 64, 6)
     decoded = list(source)
     assert [f.name for f in decoded] == [f"{i:05d}" for i in range(6)]
     # lossy codec: close to the original, in RGB order

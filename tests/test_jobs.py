@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +75,29 @@ def test_a_bad_list_is_refused_before_anything_runs(tmp_path, text, fragment):
     code, _, stderr = run_cli(run_app, ["--jobs", tmp_path / "jobs.csv", "--out", tmp_path / "R"])
     assert_one_line_error(code, stderr, "jobs.csv", fragment)
     assert not (tmp_path / "R").exists()
+
+
+LONG = "c.mp4,m.png,c\n" * 10000  # past the CSV module's field limit once a quote is open
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ('video,mask,name\na.mp4,m.png,a\n"b.mp4,m.png,b\nc.mp4,m.png,c\n', "jobs.csv:3: a quote "),
+        ('video,mask,name\n"a.mp4\nx",m.png,a\nb.mp4,m.png,b\n', "jobs.csv:2: a quote opened"),
+        ('video,mask,name\na.mp4,m.png,"a\n' + LONG, "jobs.csv:2: not a readable CSV row"),
+        ('video,mask,name\na.mp4,m.png,"a\n' + LONG[:1400], "runs on to line 102: 'a…'"),
+        (",".join(["column"] * 400) + "\n", "header video,mask,name (column,column,column,"),
+        ("video,mask,name\na.mp4,m.png," + "n" * 5000 + "\n", "job name 'nnnnnnnnn"),
+    ],
+)
+def test_errors_quote_at_most_an_excerpt_of_the_list(tmp_path, text, fragment):
+    """An unclosed quote swallows the rest of the file into one field: the error names the
+    line where it opens and quotes a few characters, never the file."""
+    (tmp_path / "jobs.csv").write_text(text)
+    code, _, stderr = run_cli(run_app, ["--jobs", tmp_path / "jobs.csv", "--out", tmp_path / "R"])
+    assert_one_line_error(code, stderr, fragment)
+    assert len(stderr) < len(str(tmp_path)) + 250 and "c.mp4" not in stderr, stderr
 
 
 def test_list_paths_are_relative_to_the_list(tmp_path):
@@ -155,15 +179,14 @@ def test_jobs_takes_no_video_and_needs_out(clip, tmp_path):
     assert_one_line_error(code, stderr, "--jobs needs --out")
 
 
-def test_interrupt_keeps_finished_jobs_and_a_rerun_resumes(tmp_path):
-    # run longest first, job0, job2, job1: the interrupt comes while job2 is segmented
-    jobs = write_csv(tmp_path / "jobs.csv", clips(tmp_path, [10, 3, 8]))
-    out = tmp_path / "R"
+def interrupt_job_list(jobs: Path, out: Path, ready: Callable[[], bool], *extra: str) -> str:
+    """Run the list in a process of its own, SIGINT it once `ready()`; its stderr (exit 130).
+    Skips the test when every job finished first."""
     command = [sys.executable, "-c", "from hvc_runtime.cli import run_app; run_app()"]
-    command += ["--jobs", str(jobs), "--out", str(out), *FAST]
+    command += ["--jobs", str(jobs), "--out", str(out), *FAST, *extra]
     process = subprocess.Popen(command, env=env(), stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
-    while not (out / "job0" / "summary.json").exists() and process.poll() is None:
+    while not ready() and process.poll() is None:
         assert time.monotonic() < deadline
         time.sleep(0.05)
     process.send_signal(signal.SIGINT)
@@ -171,6 +194,14 @@ def test_interrupt_keeps_finished_jobs_and_a_rerun_resumes(tmp_path):
     if process.returncode == 0:
         pytest.skip("every job finished before the interrupt came")
     assert process.returncode == 130, stderr
+    return stderr
+
+
+def test_interrupt_keeps_finished_jobs_and_a_rerun_resumes(tmp_path):
+    # run longest first, job0, job2, job1: the interrupt comes while job2 is segmented
+    jobs = write_csv(tmp_path / "jobs.csv", clips(tmp_path, [10, 3, 8]))
+    out = tmp_path / "R"
+    stderr = interrupt_job_list(jobs, out, (out / "job0" / "summary.json").exists)
     lines = [line for line in stderr.splitlines() if line.startswith("interrupted")]
     assert len(lines) == 1 and "run again to resume" in lines[0], stderr
     report = json.loads((out / "jobs.json").read_text())

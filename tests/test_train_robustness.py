@@ -53,6 +53,9 @@ def invoke(args: list[str]):
         ("type.yaml", "channels_last: maybe\n", "channels_last = 'maybe': must be true or false"),
         ("range.yaml", "min_crop: 2\n", "min_crop = 2.0: crop range up to max_crop 1.0"),
         ("list.toml", "[section]\nx = 1\n", "unknown config keys ['section']"),
+        ("many.toml", "".join(f"k{k} = 1\n" for k in range(40)), "['k0', 'k1', 'k10'] and 37 more"),
+        ("long.yaml", "lr: " + "9" * 5000 + "x\n", "lr = '999999999999"),
+        ("long.toml", "[" + "a" * 3000 + "]\n", "unknown config keys ['aaaaaaaa"),
     ],
 )
 def test_config_file_problems_are_one_line_naming_the_file(tmp_path, images, name, text, expected):
@@ -60,7 +63,17 @@ def test_config_file_problems_are_one_line_naming_the_file(tmp_path, images, nam
     path.write_text(text)
     line = error_line(invoke(small(images, tmp_path / "run", "--config", str(path))))
     assert line.startswith(f"error: {path}: ") and expected in line
+    assert len(line) < len(str(path)) + 150, line  # a short excerpt, never the file's text
     assert not (tmp_path / "run").exists()
+
+
+def test_a_resume_whose_saved_config_is_broken_says_so(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "checkpoint.pt").write_bytes(b"")
+    (out / "config.json").write_text('{"batch_size": 4, "lr"')  # cut short
+    line = error_line(invoke(["--out", str(out), "--resume"]))
+    assert line.startswith(f"error: {out / 'config.json'}: the run's saved config is not readable")
 
 
 def test_flag_problems_name_the_flag(tmp_path, images):
@@ -194,3 +207,58 @@ def test_a_second_run_into_a_folder_being_trained_is_refused(tmp_path, images):
     done = invoke(small(images, out, "--force"))
     assert done.exit_code == 0, done.stderr
     assert ".hvc-train.lock" not in [p.name for p in out.iterdir()]
+
+
+def test_torchrun_ranks_stop_together_when_rank_0_cannot_claim_the_folder(tmp_path, images):
+    """Rank 0 alone claims the run folder; when another run holds it, every rank stops with
+    the reason instead of waiting for rank 0 at a barrier (and failing there with a
+    traceback once torchrun stops rank 0's group)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from hvc_runtime.utils.locks import FolderLock
+
+    out = tmp_path / "run"
+    out.mkdir()
+    held = FolderLock(out, ".hvc-train.lock", "hvc-train")  # as the first run holds it
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node"]
+    process = subprocess.Popen(
+        [*launch, "2", "-m", "hvc_train", *small(images, out)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+        start_new_session=True,  # so that a rank left waiting can be stopped with its launcher
+    )
+    try:
+        _, stderr = process.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        raise AssertionError("a rank was left waiting for rank 0") from None
+    finally:
+        held.release()
+    assert process.returncode != 0
+    refusal = f"error: {out}: another hvc-train (process {os.getpid()})"
+    assert refusal in stderr and "[rank" not in stderr, stderr  # no rank fails at a barrier
+
+
+WHOLE = ("--min-crop", "0.99", "--max-crop", "1", "--max-steps", "3")
+
+
+def test_a_crop_of_a_whole_image_warns_of_nothing(tmp_path, images):
+    """Crops of the full width are views of PIL's read-only array: copied before PyTorch takes
+    them, so no run prints PyTorch's non-writable-array warning (shown once per process: the
+    run is a process of its own)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        # crops of 99-100% of a 48x40 image: nearly all of them of its whole width
+        [sys.executable, "-m", "hvc_train", *small(images, tmp_path / "run", *WHOLE)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "not writable" not in done.stderr and "UserWarning" not in done.stderr, done.stderr

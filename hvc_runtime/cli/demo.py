@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from hvc_runtime.io.masks import write_palette_png
+from hvc_runtime.utils.atomic import atomic_path
 
 DEMO_VERSION = 1
 WIDTH, HEIGHT, FRAMES, FPS = 320, 240, 40, 12.0
@@ -65,8 +66,9 @@ def generate(folder: Path) -> tuple[Path, Path]:
                 first_ids[mask > 0] = object_id
         writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
     writer.release()
+    with atomic_path(mask_path) as tmp:  # the pair is only ever whole: `demo_inputs` trusts it
+        write_palette_png(tmp, first_ids)
     staging.replace(video)
-    write_palette_png(mask_path, first_ids)
     return video, mask_path
 
 

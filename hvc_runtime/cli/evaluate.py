@@ -31,10 +31,12 @@ from hvc_runtime.utils.distributed import (
     run_on_main,
     shutdown,
 )
-from hvc_runtime.utils.errors import HvcError
+from hvc_runtime.utils.errors import HvcError, listing
 from hvc_runtime.utils.interrupts import Interrupted
+from hvc_runtime.utils.locks import FolderLock
 
 EVAL_TIMEOUT = timedelta(hours=12)  # ranks wait for the slowest shard before scoring
+EVAL_LOCK = ".hvc-eval.lock"  # in RESULTS, held by the `--run` writing into it (see FolderLock)
 
 eval_app = typer.Typer(
     add_completion=False, help="DAVIS J&F of result masks, optionally after running."
@@ -89,24 +91,29 @@ def evaluate_command(
     target = resolve_device(segmenter["device"]) if run else None
     group = init_from_env(target.type if target else "cpu", timeout=EVAL_TIMEOUT)
     console.quiet = not group.is_main  # errors still print on every rank
-    if run:
-        segmenter["device"] = str(rank_device(group, target))
-        engine = build_segmenter(segmenter, propagation)
-        protected = (dataset.image_root, dataset.annotation_root)
-        created = run_on_main(group, lambda: _prepare_output(results, overwrite, protected))
-        try:
-            for name in names[group.rank :: group.world_size]:
-                timing[name] = _propagate(dataset, name, engine, results, all_annotations)
-        except BaseException:
-            if created and not any(results.iterdir()):
-                results.rmdir()
-            raise
-        timing = {k: v for shard in gather_objects(group, timing) for k, v in shard.items()}
-    shutdown(group)
-    if not group.is_main:
-        return
-    evaluation = evaluate(dataset, results, names, single_object)
-    global_csv, _ = evaluation.write_csv(csv_dir or results, split)
+    claim: tuple[FolderLock, bool] | None = None  # rank 0's: held until the scores are written
+    try:
+        if run:
+            segmenter["device"] = str(rank_device(group, target))
+            engine = build_segmenter(segmenter, propagation)
+            protected = (dataset.image_root, dataset.annotation_root)
+            claim = run_on_main(group, lambda: _claim_output(results, overwrite, protected))
+            try:
+                for name in names[group.rank :: group.world_size]:
+                    timing[name] = _propagate(dataset, name, engine, results, all_annotations)
+            except BaseException:
+                if claim is not None:
+                    _abandon(results, *claim)
+                raise
+            timing = {k: v for shard in gather_objects(group, timing) for k, v in shard.items()}
+        shutdown(group)
+        if not group.is_main:
+            return
+        evaluation = evaluate(dataset, results, names, single_object)
+        global_csv, _ = evaluation.write_csv(csv_dir or results, split)
+    finally:
+        if claim is not None:
+            claim[0].release()
     _print_scores(evaluation, timing)
     console.print(
         f"CSV: {global_csv} and per-sequence_results-{split}.csv", highlight=False, markup=False
@@ -116,7 +123,7 @@ def evaluate_command(
 def _propagate(
     dataset: DavisDataset, name: str, segmenter: Segmenter, results: Path, all_annotations: bool
 ) -> tuple[int, float]:
-    frames = len(ImageFolderSource(dataset.frames_dir(name)))
+    frames = ImageFolderSource(dataset.frames_dir(name)).length
     try:
         with progress(name, frames) as advance:
             summary = propagate_sequence(
@@ -129,20 +136,17 @@ def _propagate(
     return summary.frames, summary.seconds
 
 
-def _prepare_output(results: Path, overwrite: bool, protected: Iterable[Path]) -> bool:
-    """Create `results` (True if this call did); refuse a folder holding files unless
-    `overwrite`, and never write into the dataset itself."""
+def _claim_output(
+    results: Path, overwrite: bool, protected: Iterable[Path]
+) -> tuple[FolderLock, bool]:
+    """Create `results` and lock it for this run (and whether this call created it): a second
+    `hvc-eval --run` into it is refused at once, naming this one. A folder holding files is
+    refused unless `overwrite`, and results never go into the dataset itself."""
     for folder in protected:
         if results.resolve().is_relative_to(folder.resolve()):
             raise HvcError(f"{results}: inside the dataset's {folder}; results go elsewhere")
     if results.exists() and not results.is_dir():
         raise HvcError(f"{results}: output path exists and is not a folder")
-    others = sorted(p.name for p in results.iterdir()) if results.is_dir() else []
-    if others and not overwrite:
-        raise HvcError(
-            f"{results}: output folder already holds other files ({', '.join(others[:3])})",
-            remedy="overwrite",
-        )
     created = not results.exists()
     try:
         results.mkdir(parents=True, exist_ok=True)
@@ -150,7 +154,22 @@ def _prepare_output(results: Path, overwrite: bool, protected: Iterable[Path]) -
         raise HvcError(f"{results}: cannot create the output folder ({exc.strerror})") from exc
     if not os.access(results, os.W_OK):
         raise HvcError(f"{results}: output folder is not writable")
-    return created
+    lock = FolderLock(results, EVAL_LOCK, "hvc-eval --run")
+    others = sorted(p.name for p in results.iterdir() if p.name != EVAL_LOCK)
+    if others and not overwrite:
+        _abandon(results, lock, created)
+        raise HvcError(
+            f"{results}: output folder already holds other files ({listing(others)})",
+            remedy="overwrite",
+        )
+    return lock, created
+
+
+def _abandon(results: Path, lock: FolderLock, created: bool) -> None:
+    """Unlock `results`, and remove it if this run created it and left it empty."""
+    lock.release()
+    if created and results.is_dir() and not any(results.iterdir()):
+        results.rmdir()
 
 
 def _print_scores(evaluation: Evaluation, timing: dict[str, tuple[int, float]]) -> None:

@@ -17,7 +17,7 @@ from rich.table import Table
 from hvc_runtime.cli.options import FLAGS, build_segmenter
 from hvc_runtime.cli.terminal import console, describe, job_progress, print_error
 from hvc_runtime.propagation import PropagationConfig
-from hvc_runtime.runs import Job, JobReport, plan_jobs, read_job_list, run_jobs, run_settings
+from hvc_runtime.runs import Job, JobOptions, JobPlan, JobReport, plan_jobs, read_job_list, run_jobs
 from hvc_runtime.runs.batch import JOBS_TIMEOUT, claim_output
 from hvc_runtime.utils.devices import resolve_device
 from hvc_runtime.utils.distributed import init_from_env, rank_device, run_on_main, shutdown
@@ -42,46 +42,26 @@ def run_job_list(
     group = init_from_env(target.type, timeout=JOBS_TIMEOUT)
     console.quiet = not group.is_main  # errors still print on every rank
     run_on_main(group, lambda: read_job_list(jobs_file))  # a bad list: before anything runs
-    claim = run_on_main(group, lambda: claim_output(out))  # one job list at a time into OUT
+    claim = run_on_main(group, lambda: claim_output(out, overwrite))  # one list at a time in OUT
     try:
         worded = functools.partial(describe, flags=FLAGS)  # errors name this command's flags
         segmenter["device"] = str(rank_device(group, target))
-        engine = build_segmenter(
-            segmenter, propagation
-        )  # first: what it makes decides what is done
-        plan = plan_jobs(
-            jobs_file,
-            out,
-            group,
-            allow_partial=allow_partial,
-            settings=run_settings(engine, overlay),
-            describe=worded,
-        )
-        skipped = len(plan.jobs) - len(plan.frames)
-        console.print(
-            f"{len(plan.jobs)} jobs in {jobs_file}: {len(plan.frames)} to run "
-            f"({sum(plan.frames.values())} frames) on {group.world_size} process(es), "
-            f"{skipped} complete or failing before they start",
-            highlight=False,
-            markup=False,
-        )
+        # the model first: what it makes decides which results are done
+        engine = build_segmenter(segmenter, propagation)
+        protected = tuple(p for p in (segmenter["checkpoint"], segmenter["moco"]) if p)
+        options = JobOptions(overlay, overwrite, resize_mask, allow_partial, protected)
+        plan = plan_jobs(jobs_file, out, engine, group, options=options, describe=worded)
+        if group.is_main:
+            _print_plan(plan, group.world_size)
 
         def failed(job: Job, error: HvcError) -> None:
             print_error(f"job {job.name}: {worded(error)}")
 
-        for outcome in plan.settled.values():
-            if outcome.status == "failed" and group.is_main:
-                print_error(f"job {outcome.name}: {outcome.error}")
-        with job_progress(len(plan.frames), sum(plan.frames.values())) as update:
+        with job_progress(len(plan.frames), plan.total_frames) as update:
             report = run_jobs(
                 plan,
                 engine,
                 group,
-                overlay=overlay,
-                overwrite=overwrite,
-                resize_mask=resize_mask,
-                allow_partial=allow_partial,
-                protected=[p for p in (segmenter["checkpoint"], segmenter["moco"]) if p],
                 on_progress=update,
                 on_failure=failed,
                 describe=worded,
@@ -95,6 +75,27 @@ def run_job_list(
     finally:
         if claim is not None:
             claim.release()
+
+
+def _print_plan(plan: JobPlan, processes: int) -> None:
+    """What runs, what does not and why: an earlier result made again, a job refused."""
+    settled = [o.status for o in plan.settled.values()]
+    unknown = sum(n is None for n in plan.frames.values())
+    frames = f"{sum(n for n in plan.frames.values() if n is not None)} frames" + (
+        f" and {unknown} video(s) whose container does not state a length" if unknown else ""
+    )
+    console.print(
+        f"{len(plan.jobs)} jobs in {plan.jobs_file}: {len(plan.frames)} to run ({frames}) on "
+        f"{processes} process(es), {settled.count('skipped')} complete from an earlier run, "
+        f"{settled.count('failed')} refused",
+        highlight=False,
+        markup=False,
+    )
+    for name, why in plan.redone.items():
+        console.print(f"job {name}: made again: {why}", highlight=False, markup=False)
+    for outcome in plan.settled.values():
+        if outcome.status == "failed":
+            print_error(f"job {outcome.name}: {outcome.error}")
 
 
 def _print_table(report: JobReport) -> None:

@@ -108,7 +108,7 @@ def run(
         protected=protected,
     )
     engine = build_segmenter(segmenter, propagation)
-    with progress(f"segmenting {video.name}", len(single.source)) as advance:
+    with progress(f"segmenting {video.name}", single.source.length) as advance:
         summary = single.run(engine, on_frame=advance)
     console.print(
         f"{summary.frames} frames, objects {summary.object_ids}, {summary.seconds:.1f} s "

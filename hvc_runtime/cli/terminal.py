@@ -92,9 +92,11 @@ def progress(description: str, total: int | None) -> Iterator[Callable[[int], No
 
 
 @contextmanager
-def job_progress(jobs: int, frames: int) -> Iterator[Callable[[int, int], None]]:
+def job_progress(jobs: int, frames: int | None) -> Iterator[Callable[[int, int, int | None], None]]:
     """One bar over a job list (all processes): yields the callback taking (jobs finished,
-    frames segmented); shows both against their totals, and frames per second."""
+    frames segmented, frames in all); shows both against their totals, and frames per
+    second. The frames total is shown only once it is known (None: a video's length is
+    known only once it has been decoded), and follows jobs that end short of their count."""
     columns = (
         TextColumn("jobs {task.fields[jobs]}/" + str(jobs)),
         BarColumn(),
@@ -105,10 +107,10 @@ def job_progress(jobs: int, frames: int) -> Iterator[Callable[[int, int], None]]
     )
     start = time.perf_counter()
     with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task("jobs", total=frames or None, jobs=0, fps=0.0)
+        task = progress.add_task("jobs", total=frames, jobs=0, fps=0.0)
 
-        def update(jobs_done: int, frames_done: int) -> None:
+        def update(jobs_done: int, frames_done: int, total: int | None) -> None:
             fps = frames_done / max(time.perf_counter() - start, 1e-9)
-            progress.update(task, completed=frames_done, jobs=jobs_done, fps=fps)
+            progress.update(task, completed=frames_done, jobs=jobs_done, fps=fps, total=total)
 
         yield update

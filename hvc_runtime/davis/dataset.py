@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hvc_runtime.io.frames import is_image_name
-from hvc_runtime.utils.errors import HvcError
+from hvc_runtime.utils.errors import HvcError, excerpt, listing
 
 MASK_SUFFIX = ".png"
 
@@ -61,7 +61,8 @@ class DavisDataset:
             names = sorted(p.name for p in self.annotation_root.iterdir() if p.is_dir())
         missing = [n for n in names if not self.annotations_dir(n).is_dir()]
         if missing:
-            raise HvcError(f"{self.annotation_root}: no annotations for {', '.join(missing)}")
+            shown = listing([excerpt(name) for name in missing])  # names read from a file
+            raise HvcError(f"{self.annotation_root}: no annotations for {shown}")
         return names
 
     def named(self, names: list[str]) -> list[str]:
@@ -72,7 +73,7 @@ class DavisDataset:
             known = sorted(p.name for p in self.annotation_root.iterdir() if p.is_dir())
             raise HvcError(
                 f"{self.annotation_root}: no sequence {', '.join(unknown)} in the dataset "
-                f"(it has {', '.join(known[:5])}{', ...' if len(known) > 5 else ''})"
+                f"(it has {listing(known, 5)})"
             )
         return names
 

@@ -17,6 +17,7 @@ import numpy as np
 from hvc_runtime.davis.dataset import DavisDataset
 from hvc_runtime.davis.metrics import boundary_f, jaccard, statistics
 from hvc_runtime.io.masks import read_mask
+from hvc_runtime.utils.atomic import atomic_path
 from hvc_runtime.utils.errors import HvcError
 
 VOID_ID = 255
@@ -86,19 +87,21 @@ class Evaluation:
 
     def write_csv(self, folder: Path, split: str) -> tuple[Path, Path]:
         """`global_results-<split>.csv` and `per-sequence_results-<split>.csv`, official layout."""
-        folder.mkdir(parents=True, exist_ok=True)
         global_path = folder / f"global_results-{split}.csv"
         sequence_path = folder / f"per-sequence_results-{split}.csv"
-        with global_path.open("w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(GLOBAL_COLUMNS)
-            writer.writerow([f"{v:.3f}" for v in self.global_row()])
-        with sequence_path.open("w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["Sequence", "J-Mean", "F-Mean"])
-            for o in self.objects:
-                writer.writerow([o.name, f"{o.j_stats[0]:.3f}", f"{o.f_stats[0]:.3f}"])
+        rows = [[o.name, f"{o.j_stats[0]:.3f}", f"{o.f_stats[0]:.3f}"] for o in self.objects]
+        try:
+            _write_rows(global_path, [GLOBAL_COLUMNS, [f"{v:.3f}" for v in self.global_row()]])
+            _write_rows(sequence_path, [["Sequence", "J-Mean", "F-Mean"], *rows])
+        except OSError as exc:
+            raise HvcError(f"{folder}: cannot write the score CSV files ({exc.strerror})") from exc
         return global_path, sequence_path
+
+
+def _write_rows(path: Path, rows: list[list[str]]) -> None:
+    """A CSV file written atomically: a failed write leaves no scores that look complete."""
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
+        csv.writer(handle).writerows(rows)
 
 
 def _ground_truth(path: Path, single_object: bool) -> np.ndarray:

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from hvc_runtime.utils.errors import HvcError, HvcWarning
+from hvc_runtime.io.containers import states_frame_count
+from hvc_runtime.utils.errors import HvcError, HvcWarning, listing
 
 # FFmpeg logs its own view of a file it cannot open ("moov atom not found") on stderr before
 # our one-line error says the same; quiet unless the user asked for its log
@@ -30,7 +31,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 # and every other hidden file start with a dot)
 SYSTEM_FILES = {"thumbs.db", "desktop.ini", "ehthumbs.db"}
 DEFAULT_FPS = 24.0
-COUNT_TOLERANCE = 0.02  # share of a declared frame count that may be an estimate's error
+COUNT_TOLERANCE = 0.02  # share of a stated frame count that decoding may fall short of
 
 
 @dataclass
@@ -55,15 +56,22 @@ class Frame:
 
 
 class FrameSource:
-    """Common shape of frame sources: iterate frames, know size, fps and (approximate) length."""
+    """Common shape of frame sources: iterate frames, know size, fps and, where it is known
+    without decoding, the number of frames."""
 
     path: Path
     fps: float
     height: int
     width: int
 
-    def __len__(self) -> int:
+    @property
+    def length(self) -> int | None:
+        """The number of frames; None where only decoding the video would tell."""
         raise NotImplementedError
+
+    def has_frame(self, index: int) -> bool:
+        """Whether the source has a frame `index` (0-based)."""
+        return self.length is not None and 0 <= index < self.length
 
     def __iter__(self) -> Iterator[Frame]:
         raise NotImplementedError
@@ -118,8 +126,7 @@ def frame_files(folder: Path) -> list[Path]:
     if ignored:
         warnings.warn(
             f"{folder}: ignored {len(ignored)} file{'s' if len(ignored) > 1 else ''} that "
-            f"{'are' if len(ignored) > 1 else 'is'} not frames ({', '.join(ignored[:3])}"
-            f"{', ...' if len(ignored) > 3 else ''})",
+            f"{'are' if len(ignored) > 1 else 'is'} not frames ({listing(ignored)})",
             HvcWarning,
             stacklevel=3,
         )
@@ -154,7 +161,8 @@ class ImageFolderSource(FrameSource):
             _check_image_header(file)  # a file that is no image fails now, not mid-run
         self.height, self.width = read_rgb_image(self.files[0]).shape[:2]
 
-    def __len__(self) -> int:
+    @property
+    def length(self) -> int:
         return len(self.files)
 
     def __iter__(self) -> Iterator[Frame]:
@@ -169,10 +177,13 @@ class ImageFolderSource(FrameSource):
 
 
 class VideoFileSource(FrameSource):
-    """A video file (mp4, avi, mov, ...) decoded by OpenCV one frame at a time.
+    """A video file (mp4, avi, mov, ts, mkv, raw .h264 / .mjpeg streams, ...) decoded by
+    OpenCV one frame at a time.
 
-    Where the container states its frame count, a video that stops decoding earlier (cut
-    short, corrupt) is an error at its end, or a warning with `allow_partial`."""
+    Its length is the count its container states (MP4/MOV index, AVI header), or unknown until
+    it has been decoded: other containers only allow a guess (see `containers`). Where the
+    count is stated, a video that stops decoding earlier (cut short, corrupt) is an error at
+    its end, or a warning with `allow_partial`."""
 
     def __init__(self, path: Path, allow_partial: bool = False) -> None:
         self.path = Path(path)
@@ -185,9 +196,12 @@ class VideoFileSource(FrameSource):
             self.height, self.width = first.shape[:2]
             fps = capture.get(cv2.CAP_PROP_FPS)
             self.fps = fps if fps and np.isfinite(fps) and fps > 0 else DEFAULT_FPS
-            self._count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+            declared = capture.get(cv2.CAP_PROP_FRAME_COUNT)
         finally:
             capture.release()
+        stated = states_frame_count(self.path) and np.isfinite(declared) and declared > 0
+        self._stated = int(declared) if stated else None
+        self._decoded: int | None = None  # known once the video has been decoded to its end
 
     def _open(self) -> cv2.VideoCapture:
         if not self.path.is_file():
@@ -197,9 +211,27 @@ class VideoFileSource(FrameSource):
             raise HvcError(f"{self.path}: cannot open as a video (unknown format or unreadable)")
         return capture
 
-    def __len__(self) -> int:
-        """Frame count from the container; it may be approximate for some formats."""
-        return max(self._count, 0)
+    @property
+    def length(self) -> int | None:
+        """The frames decoded, once the video has been decoded to its end; before, the count
+        its container states, or None."""
+        return self._decoded if self._decoded is not None else self._stated
+
+    def has_frame(self, index: int) -> bool:
+        """Where the length is unknown, the video is decoded up to frame `index` (no further:
+        a mask for frame 17 costs 18 frames' decoding, not the whole video's)."""
+        if self.length is not None:
+            return super().has_frame(index)
+        capture = self._open()
+        try:
+            reached = 0
+            while reached <= index and capture.grab():
+                reached += 1
+        finally:
+            capture.release()
+        if reached <= index:
+            self._decoded = reached
+        return reached > index
 
     def __iter__(self) -> Iterator[Frame]:
         capture = self._open()
@@ -214,18 +246,20 @@ class VideoFileSource(FrameSource):
         finally:
             capture.release()
         self._check_complete(index)
+        self._decoded = index
 
     def _check_complete(self, decoded: int) -> None:
-        """Containers without an index estimate their count from duration × fps, which can be
-        a frame or two off: a shortfall within that is a warning, more is a cut-short file."""
-        missing = self._count - decoded
-        if missing <= 0:
+        """Edit lists and some writers make a stated count a frame or two off: a shortfall
+        within that is a warning, more is a cut-short file. Without a stated count nothing
+        tells a cut-short video from a short one."""
+        if self._stated is None or decoded >= self._stated:
             return
+        missing = self._stated - decoded
         problem = (
-            f"{self.path}: decoding stopped after {decoded} of the {self._count} frames the file "
+            f"{self.path}: decoding stopped after {decoded} of the {self._stated} frames the file "
             "declares"
         )
-        if missing > max(2, COUNT_TOLERANCE * self._count) and not self.allow_partial:
+        if missing > max(2, COUNT_TOLERANCE * self._stated) and not self.allow_partial:
             raise HvcError(f"{problem} (cut short or corrupt)", remedy="allow_partial")
         warnings.warn(f"{problem}; kept the {decoded} decoded frames", HvcWarning, stacklevel=2)
 
@@ -248,9 +282,16 @@ def open_frames(path: Path, *, allow_partial: bool = False) -> FrameSource:
 
 def _is_still_image(path: Path) -> bool:
     """An image file (by its content, whatever its name): OpenCV would read it as a one-frame
-    video, which is never what was meant. Animated images (GIF) are videos."""
+    video, which is never what was meant. Animated images (GIF) are videos, and so is an MJPEG
+    stream (JPEG images one after another), which PIL reads as its first image."""
     try:
         with Image.open(path) as image:
-            return not getattr(image, "is_animated", False)
+            if getattr(image, "is_animated", False):
+                return False
     except (UnidentifiedImageError, OSError, SyntaxError):
         return False
+    capture = cv2.VideoCapture(str(path))
+    try:
+        return not (capture.grab() and capture.grab())
+    finally:
+        capture.release()

@@ -7,6 +7,7 @@ and `Segmenter.track` take.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -29,9 +30,9 @@ def read_given_masks(
         if 0 not in masks:
             raise HvcError(
                 f"{path}: no mask for the first frame of {source.path} (a mask named "
-                f"'{_first_name(source)}' must start the run)"
+                f"'{_frame_name(source, 0)}' must start the run)"
             )
-        first = path / _first_name(source)
+        first = path / _frame_name(source, 0)
     else:
         masks = {0: _fit(path, read_mask(path), source, resize_mask)}
         first = path
@@ -44,28 +45,35 @@ def masks_for_frames(
     files: list[Path], source: FrameSource, *, resize_mask: bool = False
 ) -> dict[int, np.ndarray]:
     """Mask files named after frames of `source` (`00017.png` → frame `00017`) as
-    `{frame index: mask}`; a file naming no frame is refused."""
-    indices = _frame_indices(source)
-    masks = {}
-    for file in files:
-        if file.stem not in indices:
-            raise HvcError(
-                f"{file}: mask names no frame of {source.path} (masks in a folder are named "
-                "after the frames they annotate)"
-            )
-        masks[indices[file.stem]] = _fit(file, read_mask(file), source, resize_mask)
-    return masks
+    `{frame index: mask}`; a file naming no frame is refused. A video whose length its
+    container does not state is decoded up to the last frame a mask names, no further."""
+    index_of = _frame_indices(source)
+    named = {file: index_of(file.stem) for file in files}
+    unnamed = [file for file, index in named.items() if index is None]
+    if unnamed:
+        raise HvcError(
+            f"{unnamed[0]}: mask names no frame of {source.path} (masks in a folder are named "
+            "after the frames they annotate)"
+        )
+    if named and not source.has_frame(max(named.values())):
+        beyond = min((f for f, k in named.items() if not source.has_frame(k)), key=named.get)
+        raise HvcError(
+            f"{beyond}: mask names no frame of {source.path}: it has {source.length} frames "
+            f"({_frame_name(source, 0)} to {_frame_name(source, source.length - 1)})"
+        )
+    return {named[f]: _fit(f, read_mask(f), source, resize_mask) for f in files}
 
 
-def _frame_indices(source: FrameSource) -> dict[str, int]:
-    """Frame names → indices: a folder's image stems, a video file's zero-padded indices."""
+def _frame_indices(source: FrameSource) -> Callable[[str], int | None]:
+    """Frame name → index (None if it names no frame): a folder's image stems, a video file's
+    zero-padded indices (`00017`, whether or not the video reaches that far)."""
     if isinstance(source, ImageFolderSource):
-        return {file.stem: k for k, file in enumerate(source.files)}
-    return {f"{k:05d}": k for k in range(len(source))}
+        return {file.stem: k for k, file in enumerate(source.files)}.get
+    return lambda name: int(name) if name.isdigit() and name == f"{int(name):05d}" else None
 
 
-def _first_name(source: FrameSource) -> str:
-    return source.files[0].stem if isinstance(source, ImageFolderSource) else "00000"
+def _frame_name(source: FrameSource, index: int) -> str:
+    return source.files[index].stem if isinstance(source, ImageFolderSource) else f"{index:05d}"
 
 
 def _fit(path: Path, mask: np.ndarray, source: FrameSource, resize_mask: bool) -> np.ndarray:

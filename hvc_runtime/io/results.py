@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from hvc_runtime.utils.atomic import atomic_path
-from hvc_runtime.utils.errors import HvcError
+from hvc_runtime.utils.errors import HvcError, listing
 from hvc_runtime.utils.interrupts import deferred
 from hvc_runtime.utils.locks import FolderLock
 
@@ -89,7 +89,7 @@ class ResultFolder:
         if others and not self.overwrite:
             raise HvcError(
                 f"{self.out}: output folder holds files that are not an earlier hvc-run result "
-                f"({', '.join(others[:3])}{', ...' if len(others) > 3 else ''})",
+                f"({listing(others)})",
                 remedy="overwrite",
             )
         replaced = (earlier & present) | (set(self.outputs) & present)

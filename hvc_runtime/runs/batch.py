@@ -1,11 +1,12 @@
 """A job list run into `<out>/<name>/` result folders, by one process or shared out across
 torchrun's processes (one GPU each, several machines through its rendezvous).
 
-Rank 0 plans (checks the list, skips complete results, counts frames) and every process takes
-its share, longest videos first; the model loads once per process. A bad job fails alone, an
-interruption stops cleanly with finished jobs kept, and a rerun resumes. While one video is
-segmented the next one's frames are already being decoded. Rank 0 writes the table of every
-job, `<out>/jobs.json`.
+Rank 0 plans (checks the list, skips complete results, checks each job as its run would,
+counts frames where the container states them) and every process takes its share, longest
+videos first; the model loads once per process. A bad job fails alone, an interruption stops
+cleanly with finished jobs kept, and a rerun resumes. While one video is segmented the next
+one's frames are already being decoded. Rank 0 writes the table of every job,
+`<out>/jobs.json`.
 """
 
 from __future__ import annotations
@@ -14,15 +15,14 @@ import json
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-from hvc_runtime.io.frames import open_frames
 from hvc_runtime.io.prefetch import ReadAhead, preload
 from hvc_runtime.runs.job_list import REPORT, Job, read_job_list, share_out
-from hvc_runtime.runs.single import VideoRun, is_complete
+from hvc_runtime.runs.single import NO_RESULT, VideoRun, is_complete, result_problem, run_settings
 from hvc_runtime.segmenter import Segmenter
 from hvc_runtime.utils.atomic import atomic_path
 from hvc_runtime.utils.distributed import (
@@ -42,7 +42,9 @@ READ_AHEAD_FRAMES = 8  # frames of the next video decoded while this one is segm
 PROGRESS_SECONDS = 0.5  # how often the shared progress counts are exchanged
 ONE_PROCESS = DistContext()  # without torchrun
 
-ProgressReport = Callable[[int, int], None]  # (jobs finished, frames segmented), all processes
+# (jobs finished, frames segmented, frames of all jobs: None while a video of unknown length
+# is still to finish), over all processes
+ProgressReport = Callable[[int, int, int | None], None]
 
 
 @dataclass
@@ -60,23 +62,54 @@ class JobOutcome:
     rank: int | None = None
 
 
+@dataclass(frozen=True)
+class JobOptions:
+    """How every job of a list is read and written (`VideoRun`'s options): checked for each
+    job when the list is planned, applied when it runs."""
+
+    overlay: bool = True
+    overwrite: bool = False
+    resize_mask: bool = False
+    allow_partial: bool = False
+    protected: tuple[Path, ...] = ()  # inputs no result may replace (checkpoints)
+
+
 @dataclass
 class JobPlan:
-    """The checked job list and its split: `frames` of each job to run, `settled` the jobs
-    that need no run (skipped, or failed before one: the video does not open), `shares` the
-    job names of each process, longest first."""
+    """The checked job list and its split: `frames` of each job to run (None where only
+    decoding the video would tell), `settled` the jobs that need no run (skipped: complete
+    from an earlier run; failed: their run was refused when planned), `redone` why each
+    earlier result that is made again no longer counts, `shares` the job names of each
+    process, longest first. `settings` are what this run's results are made with."""
 
     jobs_file: Path
     out: Path
     jobs: list[Job]
-    frames: dict[str, int]
+    settings: dict
+    options: JobOptions
+    frames: dict[str, int | None]
     settled: dict[str, JobOutcome]
+    redone: dict[str, str]
     shares: list[list[str]]
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def share(self, rank: int) -> list[Job]:
         by_name = {job.name: job for job in self.jobs}
         return [by_name[name] for name in self.shares[rank]]
+
+    def video_run(self, job: Job) -> VideoRun:
+        """The job's run, checked (video, masks, result folder) and holding its folder."""
+        return VideoRun(job.video, job.mask, self.out / job.name, **vars(self.options))
+
+    def is_complete(self, job: Job) -> bool:
+        """The one test of a job's completeness: what skips it, and what every report says."""
+        return is_complete(self.out / job.name, job.video, job.mask, self.settings)
+
+    @property
+    def total_frames(self) -> int | None:
+        """Frames of every job to run; None if a video's length is not known before decoding."""
+        counts = list(self.frames.values())
+        return None if None in counts else sum(counts)
 
 
 @dataclass
@@ -130,27 +163,32 @@ class JobReport:
     def write(self) -> Path:
         """`<out>/jobs.json`, written atomically."""
         path = Path(self.out) / REPORT
-        with atomic_path(path) as tmp:
-            tmp.write_text(json.dumps(self.as_dict(), indent=2) + "\n")
+        try:
+            with atomic_path(path) as tmp:
+                tmp.write_text(json.dumps(self.as_dict(), indent=2) + "\n")
+        except OSError as exc:
+            raise HvcError(f"{path}: cannot write the table of jobs ({exc.strerror})") from exc
         return path
 
 
 def plan_jobs(
     jobs_file: Path,
     out: Path,
+    segmenter: Segmenter,
     context: DistContext = ONE_PROCESS,
     *,
-    allow_partial: bool = False,
-    settings: dict | None = None,
+    options: JobOptions = JobOptions(),
     describe: Callable[[HvcError], str] = str,
 ) -> JobPlan:
     """Check the list and `out` on rank 0 and share the jobs out; every process gets the same
-    plan. A bad list stops every process with one error; a video that does not open fails
-    its job alone (`describe` words its error). A complete result is skipped, unless it was
-    made with other `settings` (`run_settings` of this run's segmenter; None: any)."""
+    plan. A bad list stops every process with one error; a job whose run is refused (the video
+    does not open, a mask does not fit, its folder holds other files) fails alone (`describe`
+    words its error). A complete result is skipped unless it was made with other settings
+    than `segmenter`'s or from inputs that have changed since."""
+    settings = run_settings(segmenter, options.overlay)
     plan = run_on_main(
         context,
-        lambda: _plan(Path(jobs_file), Path(out), context, allow_partial, settings, describe),
+        lambda: _plan(Path(jobs_file), Path(out), context, settings, options, describe),
     )
     return broadcast_from_main(context, plan)
 
@@ -159,41 +197,82 @@ def _plan(
     jobs_file: Path,
     out: Path,
     context: DistContext,
-    allow_partial: bool,
-    settings: dict | None,
+    settings: dict,
+    options: JobOptions,
     describe: Callable[[HvcError], str],
 ) -> JobPlan:
     jobs = read_job_list(jobs_file)
-    _make_output(out)
-    frames: dict[str, int] = {}
-    settled: dict[str, JobOutcome] = {}
+    _make_output(out, options.overwrite)
+    plan = JobPlan(jobs_file, out, jobs, settings, options, {}, {}, {}, [])
     for job in jobs:
-        if is_complete(out / job.name, job.video, job.mask, settings):
-            settled[job.name] = _outcome(job, "skipped")
+        problem = result_problem(out / job.name, job.video, job.mask, settings)
+        if problem is None:
+            plan.settled[job.name] = _outcome(job, "skipped")
             continue
+        if problem != NO_RESULT:
+            plan.redone[job.name] = problem
         try:
             with warnings.catch_warnings():  # said again when the job runs
                 warnings.simplefilter("ignore", HvcWarning)
-                frames[job.name] = len(open_frames(job.video, allow_partial=allow_partial))
+                run = plan.video_run(job)
         except HvcError as error:
-            settled[job.name] = _outcome(job, "failed", error=describe(error))
-    return JobPlan(jobs_file, out, jobs, frames, settled, share_out(frames, context.world_size))
+            plan.settled[job.name] = _outcome(job, "failed", error=describe(error))
+            continue
+        run.release()
+        plan.frames[job.name] = run.source.length
+    plan.shares = share_out(_weights(plan.frames), context.world_size)
+    return plan
 
 
-def claim_output(out: Path) -> FolderLock:
+def _weights(frames: dict[str, int | None]) -> dict[str, int]:
+    """What each job weighs when the jobs are shared out: its frames, or for a video whose
+    length is not known before decoding, the average of the others (one if none is known)."""
+    known = [n for n in frames.values() if n is not None]
+    average = round(sum(known) / len(known)) if known else 1
+    return {name: average if n is None else n for name, n in frames.items()}
+
+
+def claim_output(out: Path, overwrite: bool = False) -> FolderLock:
     """Hold `out` for one job list (each job's folder is also locked while it runs): two lists
     into one folder would plan the same jobs and write each other's table."""
-    _make_output(out)
+    _make_output(out, overwrite)
     return FolderLock(out, JOBS_LOCK, "hvc-run --jobs")
 
 
-def _make_output(out: Path) -> None:
+def _make_output(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise HvcError(f"{out}: output path exists and is not a folder")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise HvcError(f"{out}: cannot create the output folder ({exc.strerror})") from exc
+    _check_table_slot(out / REPORT, overwrite)
+
+
+def _check_table_slot(path: Path, overwrite: bool) -> None:
+    """The job list's table replaces an earlier job list's table, nothing else of that name
+    unless `overwrite` (and never a folder)."""
+    if path.is_dir():
+        raise HvcError(f"{path}: is a folder; a job list writes its table there, move it away")
+    if not path.exists() or overwrite or _is_job_table(path):
+        return
+    raise HvcError(
+        f"{path}: is not the table of an earlier job list (hvc-run --jobs writes its table there)",
+        remedy="overwrite",
+    )
+
+
+def _is_job_table(path: Path) -> bool:
+    try:
+        table = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return (
+        isinstance(table, dict)
+        and table.get("tool") == "hvc-run"
+        and isinstance(table.get("jobs_file"), str)
+        and isinstance(table.get("jobs"), list)
+    )
 
 
 def _outcome(job: Job, status: str, **details) -> JobOutcome:
@@ -202,40 +281,52 @@ def _outcome(job: Job, status: str, **details) -> JobOutcome:
 
 class _Tally:
     """Frames and finished jobs of every process, added to the shared counts every
-    PROGRESS_SECONDS, and reported (`on_progress`) on rank 0 as often."""
+    PROGRESS_SECONDS, and reported (`on_progress`) on rank 0 as often. The frames total is
+    made true as jobs end: a job that fails, stops short or was of unknown length counts
+    the frames it had, so that a finished list shows a total it reached."""
 
-    def __init__(
-        self, context: DistContext, token: str, on_progress: ProgressReport | None
-    ) -> None:
-        self.frames = SharedCounter(context, f"hvc-jobs/{token}/frames")
-        self.jobs = SharedCounter(context, f"hvc-jobs/{token}/jobs")
+    def __init__(self, context: DistContext, plan: JobPlan, on_progress: ProgressReport | None):
+        key = f"hvc-jobs/{plan.token}"
+        self.frames = SharedCounter(context, f"{key}/frames")
+        self.jobs = SharedCounter(context, f"{key}/jobs")
+        self.correction = SharedCounter(context, f"{key}/correction")  # frames had − planned
+        self.unknown_done = SharedCounter(context, f"{key}/unknown-done")
+        self.planned = sum(n for n in plan.frames.values() if n is not None)
+        self.unknown = sum(n is None for n in plan.frames.values())
         self.report = on_progress if context.is_main else None
-        self.unsent = 0
+        self.unsent = self.in_job = 0
         self.last = time.monotonic()
 
     def frame(self) -> None:
         self.unsent += 1
+        self.in_job += 1
         if time.monotonic() - self.last >= PROGRESS_SECONDS:
             self.send()
 
-    def job(self) -> None:
+    def job(self, planned: int | None) -> None:
+        """A job ended (done or not) after the frames counted since the last one ended."""
+        self.correction.add(self.in_job - (planned or 0))
+        if planned is None:
+            self.unknown_done.add(1)
+        self.in_job = 0
         self.jobs.add(1)
         self.send()
 
-    def send(self) -> tuple[int, int]:
+    def send(self) -> int:
         frames = self.frames.add(self.unsent)
         jobs = self.jobs.value()
         self.unsent, self.last = 0, time.monotonic()
         if self.report is not None:
-            self.report(jobs, frames)
-        return jobs, frames
+            known = self.unknown_done.value() == self.unknown
+            self.report(jobs, frames, self.planned + self.correction.value() if known else None)
+        return jobs
 
     def wait_for(self, jobs: int) -> None:
         """On rank 0, once its own share is done: keep reporting until every job has finished."""
         if self.report is None:
             return
         deadline = time.monotonic() + JOBS_TIMEOUT.total_seconds()
-        while self.send()[0] < jobs:
+        while self.send() < jobs:
             if time.monotonic() > deadline:
                 raise HvcError(f"the other processes did not finish their jobs in {JOBS_TIMEOUT}")
             time.sleep(PROGRESS_SECONDS)
@@ -256,7 +347,7 @@ class _Next:
         if self.frames is not None:
             self.frames.close()
         if self.run is not None:
-            self.run.result.abort()
+            self.run.release()
 
 
 def run_jobs(
@@ -264,40 +355,26 @@ def run_jobs(
     segmenter: Segmenter,
     context: DistContext = ONE_PROCESS,
     *,
-    overlay: bool = True,
-    overwrite: bool = False,
-    resize_mask: bool = False,
-    allow_partial: bool = False,
     read_ahead: bool = True,
-    protected: Iterable[Path] = (),
     on_progress: ProgressReport | None = None,
     on_failure: Callable[[Job, HvcError], None] | None = None,
     describe: Callable[[HvcError], str] = str,
 ) -> JobReport:
-    """Run this process's share of `plan` with `segmenter`; returns every job's outcome (on
-    every process) and writes `<out>/jobs.json` on rank 0.
+    """Run this process's share of `plan` with `segmenter` (the one it was planned for);
+    returns every job's outcome (on every process) and writes `<out>/jobs.json` on rank 0.
 
     A failing job (`HvcError`) is reported to `on_failure` and the next one runs. An
     interruption (SIGINT, SIGTERM) removes the current job's partial result, keeps the
-    finished ones, writes the table on rank 0 and raises `Interrupted`. `protected` are
-    inputs no result may replace (checkpoints); `describe` words errors for the table."""
+    finished ones, writes the table on rank 0 and raises `Interrupted`. `describe` words
+    errors for the table."""
     start = time.perf_counter()
-    tally = _Tally(context, plan.token, on_progress)
+    tally = _Tally(context, plan, on_progress)
     mine = plan.share(context.rank)
     outcomes: dict[str, JobOutcome] = {}
 
     def prepare(job: Job) -> _Next:
         try:
-            run = VideoRun(
-                job.video,
-                job.mask,
-                plan.out / job.name,
-                overlay=overlay,
-                overwrite=overwrite,
-                resize_mask=resize_mask,
-                allow_partial=allow_partial,
-                protected=protected,
-            )
+            run = plan.video_run(job)
         except HvcError as error:
             return _Next(job, error=error)
         frames = None
@@ -318,7 +395,7 @@ def run_jobs(
                 if on_failure is not None:
                     on_failure(job, error)
             outcomes[job.name] = outcome
-            tally.job()
+            tally.job(plan.frames[job.name])
         tally.wait_for(len(plan.frames))
     except KeyboardInterrupt as exc:
         stop = exc if isinstance(exc, Interrupted) else Interrupted()
@@ -326,7 +403,7 @@ def run_jobs(
         if current is not None and current.job.name not in outcomes:
             job = current.job
             # a signal held during the commit is raised once the result is in place
-            finished = is_complete(plan.out / job.name, job.video, job.mask)
+            finished = plan.is_complete(job)
             status = "done" if finished else "interrupted"
             outcomes[job.name] = _outcome(job, status, rank=context.rank)
             if not finished:
@@ -371,12 +448,12 @@ def _report(
     interrupted: bool = False,
 ) -> JobReport:
     """Every job's outcome, written by rank 0. After an interruption the other processes'
-    outcomes are not exchanged (they may be gone): their jobs count as done where a complete
-    result is on disk, else as not run."""
+    outcomes are not exchanged (they may be gone): their jobs count as done where a result
+    complete by this run's test (`JobPlan.is_complete`) is on disk, else as not run."""
     known = {**plan.settled, **outcomes}
     for job in plan.jobs:
         if job.name not in known:
-            done = interrupted and is_complete(plan.out / job.name, job.video, job.mask)
+            done = interrupted and plan.is_complete(job)
             known[job.name] = _outcome(job, "done" if done else "not run")
     report = JobReport(
         str(plan.jobs_file),

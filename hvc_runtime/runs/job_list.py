@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from hvc_runtime.utils.errors import HvcError
+from hvc_runtime.utils.errors import HvcError, excerpt
 
 COLUMNS = ("video", "mask", "name")
 REPORT = "jobs.json"  # the table of every job, beside the result folders
@@ -30,18 +30,12 @@ class Job:
 
 
 def read_job_list(path: Path) -> list[Job]:
-    """The jobs of the CSV at `path`, or one error naming the file, line and problem."""
+    """The jobs of the CSV at `path`, or one error naming the file, line and problem (quoting
+    at most a short excerpt of the line)."""
     path = Path(path)
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            rows = list(csv.reader(handle))
-    except FileNotFoundError as exc:
-        raise HvcError(f"{path}: job list not found") from exc
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise HvcError(f"{path}: not a readable CSV job list ({exc})") from exc
-    numbered = [(k + 1, [c.strip() for c in row]) for k, row in enumerate(rows) if any(row)]
+    numbered = _numbered_rows(path)
     if not numbered or tuple(numbered[0][1]) != COLUMNS:
-        found = ",".join(numbered[0][1]) if numbered else "an empty file"
+        found = excerpt(",".join(numbered[0][1])) if numbered else "an empty file"
         raise HvcError(f"{path}: the first line must be the header {','.join(COLUMNS)} ({found})")
     base = path.resolve().parent
     jobs: list[Job] = []
@@ -49,12 +43,14 @@ def read_job_list(path: Path) -> list[Job]:
     for line, row in numbered[1:]:
         where = f"{path}:{line}"
         if len(row) != len(COLUMNS) or not all(row):
-            raise HvcError(f"{where}: a job needs a video, a mask and a name ({','.join(row)})")
+            raise HvcError(
+                f"{where}: a job needs a video, a mask and a name ({excerpt(','.join(row))})"
+            )
         video, mask, name = row
         if not SAFE_NAME.fullmatch(name) or name == REPORT:
             raise HvcError(
-                f"{where}: job name '{name}' is not a safe folder name (letters, digits, . _ + -, "
-                f"not starting with . or -, at most 128 characters, not {REPORT})"
+                f"{where}: job name '{excerpt(name)}' is not a safe folder name (letters, digits, "
+                f". _ + -, not starting with . or -, at most 128 characters, not {REPORT})"
             )
         if name.casefold() in seen:
             raise HvcError(
@@ -66,6 +62,40 @@ def read_job_list(path: Path) -> list[Job]:
     if not jobs:
         raise HvcError(f"{path}: the job list holds no job (one video,mask,name row a job)")
     return jobs
+
+
+def _numbered_rows(path: Path) -> list[tuple[int, list[str]]]:
+    """The CSV's non-empty rows, each with the line of the file it starts on (a quoted field
+    may span lines: a row is numbered as an editor shows it). A field running over a line
+    end is an unclosed quote, refused at the line it opens."""
+    numbered = []
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle)
+            line = 1
+            try:
+                for row in reader:
+                    if any(row):
+                        numbered.append((line, [c.strip() for c in row]))
+                        if reader.line_num > line:
+                            _refuse_open_quote(path, line, reader.line_num, row)
+                    line = reader.line_num + 1
+            except csv.Error as exc:  # a NUL byte; a quote left open over a long file
+                raise HvcError(f"{path}:{line}: not a readable CSV row ({exc})") from exc
+    except FileNotFoundError as exc:
+        raise HvcError(f"{path}: job list not found") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise HvcError(f"{path}: not a readable CSV job list ({exc})") from exc
+    return numbered
+
+
+def _refuse_open_quote(path: Path, line: int, last: int, row: list[str]) -> None:
+    """No path or name holds a line break: a row spanning lines has a quote left open."""
+    broken = next(c for c in row if "\n" in c or "\r" in c)
+    raise HvcError(
+        f"{path}:{line}: a quote opened on this line is not closed on it (the field runs on "
+        f"to line {last}: '{excerpt(broken)}'); close or remove the quote"
+    )
 
 
 def _under(base: Path, path: str) -> Path:

@@ -7,9 +7,10 @@ library text never names a flag that an API user does not have.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 FlagNamer = Callable[[str], str]  # API option name → the command line's flag
+EXCERPT_CHARS = 40  # of the user's text an error quotes, at most
 
 
 class HvcError(Exception):
@@ -50,3 +51,18 @@ class OptionError(HvcError, ValueError):
 class HvcWarning(UserWarning):
     """Something the user must know although the work goes on (an object too small to track,
     frames taken in numeric order); the commands print it as one `warning:` line."""
+
+
+def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
+    """`text` as an error quotes it: its first line only, at most `limit` characters (`…`
+    where cut), unprintable characters as `?`. An error names the problem and where it is;
+    it does not echo the user's file back."""
+    lines = str(text).splitlines() or [""]
+    shown = "".join(c if c.isprintable() else "?" for c in lines[0][:limit])
+    return shown + ("…" if len(lines[0]) > limit or len(lines) > 1 else "")
+
+
+def listing(names: Sequence[object], shown: int = 3) -> str:
+    """The first `shown` of `names`, comma-separated, with `...` when there are more."""
+    more = ", ..." if len(names) > shown else ""
+    return ", ".join(str(name) for name in names[:shown]) + more
