@@ -85,7 +85,7 @@ class Segmenter:
     @classmethod
     def from_checkpoint(
         cls,
-        checkpoint: Path | None = None,
+        checkpoint: str | Path | None = None,
         *,
         config: PropagationConfig = PropagationConfig(),
         device: str = "auto",
@@ -95,12 +95,14 @@ class Segmenter:
         kernel: str = "auto",
         short_side: int | None = None,
         gpu_decode: bool = True,
-        moco: Path | None = None,
+        moco: str | Path | None = None,
         official_bn_drift: bool = False,
     ) -> Segmenter:
         """A segmenter for a checkpoint (`.safetensors`, official `.pth`; None: the default
         encoder) or an exported artifact (its manifest picks the runtime; `backend` may
-        confirm it). `source` then says what was loaded (`.source.description`).
+        confirm it). `checkpoint` and `moco` may also be published model names (`hvc-ytb`,
+        `moco-v1`, ...) or URLs, downloaded and checked on first use. `source` then says what
+        was loaded (`.source.description`).
 
         `kernel` picks the fast mode's scoring kernel (auto: Triton on CUDA); `gpu_decode`
         lets `segment_video` decode JPEG frame folders on the GPU (nvJPEG, whose pixels differ
@@ -108,11 +110,11 @@ class Segmenter:
         target = resolve_device(device)
         dtype_of(precision)  # refuse a bad precision before any weights are loaded
         loaded = load_encoder_backend(
-            Path(checkpoint) if checkpoint is not None else None,
+            checkpoint,
             target,
             precision=precision,
             backend=backend,
-            moco=Path(moco) if moco is not None else None,
+            moco=moco,
             official_bn_drift=official_bn_drift,
         )
         return cls(

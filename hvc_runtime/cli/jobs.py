@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from hvc_runtime.cli.options import FLAGS, build_segmenter
+from hvc_runtime.cli.options import FLAGS, build_segmenter, local_weights
 from hvc_runtime.cli.terminal import console, describe, job_progress, print_error
 from hvc_runtime.propagation import PropagationConfig
 from hvc_runtime.runs import Job, JobReport, plan_jobs, read_job_list, run_jobs, run_settings
@@ -81,7 +81,7 @@ def run_job_list(
                 overwrite=overwrite,
                 resize_mask=resize_mask,
                 allow_partial=allow_partial,
-                protected=[p for p in (segmenter["checkpoint"], segmenter["moco"]) if p],
+                protected=local_weights(segmenter),
                 on_progress=update,
                 on_failure=failed,
                 describe=worded,

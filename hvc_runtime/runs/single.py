@@ -82,6 +82,7 @@ class VideoRun:
             "masks": str(out / "masks"),
             "overlay": str(out / "overlay.mp4") if self.overlay else None,
             "device": str(segmenter.device),
+            "weights": {role: w.record() for role, w in segmenter.source.weights.items()},
             **run_settings(segmenter, self.overlay),
         }
 
