@@ -14,6 +14,7 @@ from hvc_export.request import ExportRequest
 from hvc_runtime.cli.terminal import console, user_errors
 from hvc_runtime.encoder.formats import FORMATS
 from hvc_runtime.encoder.precision import EXPORT_PRECISIONS
+from hvc_runtime.encoder.published import model_names
 from hvc_runtime.io.frames import open_frames
 from hvc_runtime.utils.errors import HvcError
 
@@ -24,15 +25,27 @@ FORMAT_HELP = "; ".join(f"{s.name} ({s.suffix}): {s.description}" for s in FORMA
 @app.command()
 def main(
     checkpoint: Annotated[
-        Path | None, typer.Argument(help="Encoder checkpoint (.safetensors or official .pth).")
+        str | None,
+        typer.Argument(
+            help="Encoder checkpoint: .safetensors, official .pth, one of the authors' models "
+            f"({', '.join(model_names('checkpoint'))}) or an https:// URL (see docs/models.md)."
+        ),
     ] = None,
     format: Annotated[str, typer.Option("--format", help=FORMAT_HELP)] = "onnx",
     out: Annotated[
-        Path | None, typer.Option(help="Artifact path (default: beside the checkpoint).")
+        Path | None,
+        typer.Option(
+            help="Artifact path (default: beside the checkpoint; in the working folder for a "
+            "model name or a URL)."
+        ),
     ] = None,
     precision: Annotated[str, typer.Option(help=" or ".join(EXPORT_PRECISIONS))] = "fp32",
     moco: Annotated[
-        Path | None, typer.Option(help="MoCo-v1 ResNet-50 .pth: one fused 1280-d graph.")
+        str | None,
+        typer.Option(
+            help=f"MoCo-v1 ResNet-50 ({', '.join(model_names('moco'))}, an official .pth or an "
+            "https:// URL): one fused 1280-d graph."
+        ),
     ] = None,
     min_shape: Annotated[str, typer.Option(help="Smallest frame, HEIGHTxWIDTH.")] = "64x64",
     opt_shape: Annotated[str, typer.Option(help="Typical frame, HEIGHTxWIDTH.")] = "480x864",

@@ -8,7 +8,6 @@ One exporter per format (`EXPORTERS`), keyed like the runtime's format table
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +25,8 @@ from hvc_runtime.encoder.artifacts import Manifest, manifest_path
 from hvc_runtime.encoder.checkpoints import load_encoder
 from hvc_runtime.encoder.formats import FORMATS, format_spec
 from hvc_runtime.encoder.precision import EXPORT_PRECISIONS, dtype_of
+from hvc_runtime.encoder.published import remote_weights
+from hvc_runtime.encoder.weights_cache import file_digests
 from hvc_runtime.utils.atomic import atomic_path
 from hvc_runtime.utils.errors import HvcError, OptionError
 from hvc_runtime.utils.locks import FolderLock
@@ -49,24 +50,25 @@ class ExportResult:
     report: ParityReport
 
 
-def default_artifact_path(checkpoint: Path | None, fmt: str, precision: str) -> Path:
-    """`<checkpoint stem>-<precision><suffix>` beside the checkpoint (or `hvc-encoder-...`)."""
-    stem = checkpoint.with_suffix("") if checkpoint else Path("hvc-encoder")
+def default_artifact_path(checkpoint: str | Path | None, fmt: str, precision: str) -> Path:
+    """`<checkpoint stem>-<precision><suffix>` beside the checkpoint, in the working folder for
+    a model name or a URL (never in the weights cache), or `hvc-encoder-...`."""
+    remote = remote_weights(checkpoint, "checkpoint") if checkpoint is not None else None
+    if remote is not None:
+        stem = Path(remote.stem)
+    else:
+        stem = Path(checkpoint).with_suffix("") if checkpoint else Path("hvc-encoder")
     return Path(f"{stem}-{precision}{format_spec(fmt).suffix}")
 
 
 def _sha256(path: Path | None) -> str:
     if path is None:
         return "none (seeded random initialisation)"
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_digests(path)["sha256"]
 
 
-def _same_file(a: Path, b: Path | None) -> bool:
-    return b is not None and a.exists() and b.exists() and os.path.samefile(a, b)
+def _same_file(a: Path, b: str | Path | None) -> bool:
+    return b is not None and a.exists() and Path(b).exists() and os.path.samefile(a, b)
 
 
 def _check_destination(request: ExportRequest) -> None:
@@ -107,7 +109,9 @@ def export(request: ExportRequest) -> ExportResult:
         feature_dim=loaded.encoder.feature_dim,
         shape_range=request.shapes.as_dict(),
         batch_range=[1, request.max_batch],
-        source_sha256=_sha256(request.checkpoint),
+        source_sha256=_sha256(
+            loaded.weights["checkpoint"].path if "checkpoint" in loaded.weights else None
+        ),
         versions=library_versions(),
         parity={},
         output={
@@ -118,6 +122,7 @@ def export(request: ExportRequest) -> ExportResult:
             "mean": list(loaded.encoder.normalization.mean),
             "std": list(loaded.encoder.normalization.std),
         },
+        weights={role: given.record() for role, given in loaded.weights.items()},
     )
     made = _make_folders(out.parent)
     staging = out.with_name(f".{out.name}.partial")

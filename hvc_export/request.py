@@ -13,14 +13,15 @@ from hvc_runtime.utils.errors import OptionError
 
 @dataclass
 class ExportRequest:
-    """Source checkpoint (None: the default encoder), format and destination, then options."""
+    """Source checkpoint (None: the default encoder; a path, a published model name or a URL),
+    format and destination, then options."""
 
-    checkpoint: Path | None
+    checkpoint: str | Path | None
     format: str
     out: Path
     _: KW_ONLY
     precision: str = "fp32"
-    moco: Path | None = None
+    moco: str | Path | None = None
     shapes: ShapeRange = field(default_factory=ShapeRange)
     max_batch: int = 8
     parity_frames: list[np.ndarray] | None = None

@@ -90,7 +90,7 @@ class Segmenter:
     @classmethod
     def from_checkpoint(
         cls,
-        checkpoint: Path | None = None,
+        checkpoint: str | Path | None = None,
         *,
         config: PropagationConfig = PropagationConfig(),
         device: str = "auto",
@@ -100,12 +100,14 @@ class Segmenter:
         kernel: str = "auto",
         short_side: int | None = None,
         gpu_decode: bool = True,
-        moco: Path | None = None,
+        moco: str | Path | None = None,
         official_bn_drift: bool = False,
     ) -> Segmenter:
         """A segmenter for a checkpoint (`.safetensors`, official `.pth`; None: the default
         encoder) or an exported artifact (its manifest picks the runtime; `backend` may
-        confirm it). `source` then says what was loaded (`.source.description`).
+        confirm it). `checkpoint` and `moco` may also be published model names (`hvc-ytb`,
+        `moco-v1`, ...) or URLs, downloaded and checked on first use. `source` then says what
+        was loaded (`.source.description`).
 
         `kernel` picks the fast mode's scoring kernel (auto: Triton on CUDA); `gpu_decode`
         lets `segment_video` decode JPEG frame folders on the GPU (nvJPEG, whose pixels differ
@@ -115,11 +117,11 @@ class Segmenter:
         files = [Path(p) for p in (checkpoint or DEFAULT_CHECKPOINT, moco) if p is not None]
         weights = weights_fingerprints(files)  # before loading: what was read, not what is now
         loaded = load_encoder_backend(
-            Path(checkpoint) if checkpoint is not None else None,
+            checkpoint,
             target,
             precision=precision,
             backend=backend,
-            moco=Path(moco) if moco is not None else None,
+            moco=moco,
             official_bn_drift=official_bn_drift,
         )
         segmenter = cls(

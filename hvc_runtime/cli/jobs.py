@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from hvc_runtime.cli.options import FLAGS, build_segmenter
+from hvc_runtime.cli.options import FLAGS, build_segmenter, local_weights
 from hvc_runtime.cli.terminal import console, describe, job_progress, print_error
 from hvc_runtime.propagation import PropagationConfig
 from hvc_runtime.runs import Job, JobOptions, JobPlan, JobReport, plan_jobs, read_job_list, run_jobs
@@ -48,7 +48,7 @@ def run_job_list(
         segmenter["device"] = str(rank_device(group, target))
         # the model first: what it makes decides which results are done
         engine = build_segmenter(segmenter, propagation)
-        protected = tuple(p for p in (segmenter["checkpoint"], segmenter["moco"]) if p)
+        protected = tuple(local_weights(segmenter))
         options = JobOptions(overlay, overwrite, resize_mask, allow_partial, protected)
         plan = plan_jobs(jobs_file, out, engine, group, options=options, describe=worded)
         if group.is_main:

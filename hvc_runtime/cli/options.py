@@ -13,6 +13,7 @@ import functools
 import inspect
 import typing
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -21,6 +22,7 @@ from rich.markup import escape
 from hvc_runtime.cli.terminal import console, user_errors
 from hvc_runtime.encoder.backends import TORCH_BACKENDS
 from hvc_runtime.encoder.formats import FORMATS
+from hvc_runtime.encoder.published import model_names
 from hvc_runtime.propagation import PropagationConfig
 from hvc_runtime.segmenter import Segmenter
 
@@ -43,7 +45,7 @@ class OptionGroup:
         out = []
         for name, default, help_text in self._entries():
             decls = (flags[name],) if name in flags else ()
-            kind = str if typing.get_origin(hints[name]) is typing.Literal else hints[name]
+            kind = _option_type(hints[name])
             annotation = Annotated[kind, typer.Option(*decls, help=help_text)]
             out.append(
                 inspect.Parameter(
@@ -67,6 +69,17 @@ class OptionGroup:
 
     def names(self) -> list[str]:
         return [name for name, _, _ in self._entries()]
+
+
+def _option_type(hint: Any) -> Any:
+    """What typer parses an option as: Literal choices and `str | Path` values (a path, a
+    name or a URL, which a path would mangle) as text, for the API to check and tell apart."""
+    if typing.get_origin(hint) is typing.Literal:
+        return str
+    choices = typing.get_args(hint)
+    if str in choices:
+        return str | None if type(None) in choices else str
+    return hint
 
 
 def api_command(
@@ -100,8 +113,9 @@ FLAGS = {"context_size": "--context", "short_side": "--size"}
 SEGMENTER = OptionGroup(
     Segmenter.from_checkpoint,
     help={
-        "checkpoint": "Encoder: hvc .safetensors, official .pth, or an hvc-export artifact "
-        "(default: the default encoder).",
+        "checkpoint": "Encoder: hvc .safetensors, official .pth, an hvc-export artifact, one of "
+        f"the authors' trained models ({', '.join(model_names('checkpoint'))}; downloaded once "
+        "into the cache, see docs/models.md) or an https:// URL (default: the default encoder).",
         "device": "auto, cpu, cuda, cuda:N or mps.",
         "precision": "fp32, fp16 or bf16 (features and affinities).",
         "backend": f"Encoder runtime: auto, {', '.join(TORCH_BACKENDS)} (checkpoints), or "
@@ -113,13 +127,21 @@ SEGMENTER = OptionGroup(
         "gpu_decode": "Decode JPEG frame folders on the GPU (nvJPEG; its pixels differ slightly "
         "from PIL's: turn it off to compare with CPU or official runs exactly).",
         "short_side": "Resize frames so the short side is SIZE before encoding (default: native).",
-        "moco": "Official MoCo-v1 ResNet-50 .pth to fuse (1280-d features, λ=1.05).",
+        "moco": "MoCo-v1 ResNet-50 to fuse (1280-d features, λ=1.05): "
+        f"{', '.join(model_names('moco'))} (downloaded once), an official .pth or an https:// URL.",
         "official_bn_drift": "Replay the official loader's train-mode dummy forward, which "
         "shifts BatchNorm statistics (an official bug; needed to reproduce official masks).",
     },
     skip=frozenset({"config"}),
 )
 PROPAGATION = OptionGroup(PropagationConfig, build=lambda values: PropagationConfig(**values))
+
+
+def local_weights(options: dict) -> list[Path]:
+    """The weights options that are local files: inputs a result must never replace (a model
+    name or a URL is fetched into the cache instead)."""
+    given = (options["checkpoint"], options["moco"])
+    return [Path(value) for value in given if value is not None and Path(value).exists()]
 
 
 def build_segmenter(options: dict, config: PropagationConfig) -> Segmenter:

@@ -9,7 +9,14 @@ import typer
 
 from hvc_runtime.cli.demo import demo_inputs
 from hvc_runtime.cli.jobs import run_job_list
-from hvc_runtime.cli.options import FLAGS, PROPAGATION, SEGMENTER, api_command, build_segmenter
+from hvc_runtime.cli.options import (
+    FLAGS,
+    PROPAGATION,
+    SEGMENTER,
+    api_command,
+    build_segmenter,
+    local_weights,
+)
 from hvc_runtime.cli.terminal import console, progress
 from hvc_runtime.propagation import PropagationConfig
 from hvc_runtime.runs import VideoRun
@@ -96,7 +103,6 @@ def run(
         if out is not None
         else Path("hvc_out") / (video.stem if video.is_file() else video.name)
     )
-    protected = [p for p in (segmenter["checkpoint"], segmenter["moco"]) if p]
     single = VideoRun(
         video,
         mask,
@@ -105,7 +111,7 @@ def run(
         overwrite=overwrite,
         resize_mask=resize_mask,
         allow_partial=allow_partial,
-        protected=protected,
+        protected=local_weights(segmenter),
     )
     engine = build_segmenter(segmenter, propagation)
     with progress(f"segmenting {video.name}", single.source.length) as advance:

@@ -16,7 +16,7 @@ from hvc_runtime.encoder.formats import FORMATS
 from hvc_runtime.encoder.precision import EXPORT_PRECISIONS
 from hvc_runtime.utils.errors import HvcError
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: `weights` names the published models or URLs it was made from
 INPUT_CONTRACT = {
     "name": "frames",
     "layout": "NCHW",
@@ -44,6 +44,7 @@ class Manifest:
     output: dict[str, Any] = field(default_factory=dict)
     device: dict[str, Any] = field(default_factory=dict)  # GPU name/capability for engines
     normalization: dict[str, list[float]] = field(default_factory=dict)
+    weights: dict[str, dict[str, str]] = field(default_factory=dict)  # by role: name, sha256
     manifest_version: int = MANIFEST_VERSION
 
     def to_json(self) -> str:

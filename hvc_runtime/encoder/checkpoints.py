@@ -20,6 +20,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from hvc_runtime.encoder.formats import ARTIFACT_SUFFIXES
+from hvc_runtime.encoder.hub import Weights, fetch_weights
 from hvc_runtime.encoder.network import (
     MOCO_FUSION_WEIGHT,
     InferenceEncoder,
@@ -57,11 +58,13 @@ class CheckpointHeader:
 
 @dataclass
 class LoadedEncoder:
-    """An encoder and a one-line description of where its weights came from."""
+    """An encoder, a one-line description of where its weights came from, and the files they
+    were read from (`weights`: by role, checkpoint and moco)."""
 
     encoder: InferenceEncoder
     description: str
     trained: bool
+    weights: dict[str, Weights] = field(default_factory=dict)
 
 
 _ARTIFACT_HINT = "an exported artifact needs the manifest hvc-export writes beside it"
@@ -226,63 +229,85 @@ def replay_official_dims_probe(trunk: StrideEightResNet) -> None:
 
 
 def load_encoder(
-    checkpoint: Path | None = None,
+    checkpoint: str | Path | None = None,
     *,
-    moco: Path | None = None,
+    moco: str | Path | None = None,
     official_bn_drift: bool = False,
 ) -> LoadedEncoder:
     """Build the inference encoder from a checkpoint (project safetensors or official `.pth`).
 
-    Without a checkpoint the packaged default encoder is used (`DEFAULT_CHECKPOINT`, trained by
-    hvc-train; its header is its model card). `official_bn_drift` replays the official loader's
-    BatchNorm side effect (`replay_official_dims_probe`) on every trunk, for exact parity with
-    official outputs.
+    `checkpoint` and `moco` are paths, published model names (`hvc-ytb`, `moco-v1`, ...) or
+    URLs, downloaded and checked on first use (`hvc_runtime.encoder.hub`). Without a checkpoint
+    the packaged default encoder is used (`DEFAULT_CHECKPOINT`, trained by hvc-train; its
+    header is its model card). `official_bn_drift` replays the official loader's BatchNorm side
+    effect (`replay_official_dims_probe`) on every trunk, for exact parity with official outputs.
     """
     if checkpoint is None and not DEFAULT_CHECKPOINT.is_file():
         raise HvcError(
             f"{DEFAULT_CHECKPOINT}: the packaged default encoder is missing (a broken install); "
             "reinstall hvc or pass a checkpoint"
         )
-    path = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
-    trunk = StrideEightResNet("resnet18", "layer3")
-    normalization = Normalization()
-    if path.suffix == ".safetensors":
-        tensors, header = _read_project(path)
-        if (header.architecture, header.last_layer) != ("resnet18", "layer3"):
-            raise HvcError(
-                f"{path}: encoder {header.architecture}/{header.last_layer} is not supported "
-                "by the runtime (resnet18/layer3)"
-            )
-        normalization = Normalization(
-            tuple(header.normalization["mean"]), tuple(header.normalization["std"])
-        )
-        load_trunk_weights(trunk, {k: v.float() for k, v in tensors.items()}, path)
-        trained = bool(header.training)
-    else:
-        load_trunk_weights(trunk, _select_trunk(_read_official(path)), path)
-        trained = True
-    if checkpoint is None:
-        description = f"default encoder {default_model_summary(header)}"
-    else:
+    given = (
+        fetch_weights(checkpoint, "checkpoint", _encoder_trunk) if checkpoint is not None else None
+    )
+    path = given.path if given else DEFAULT_CHECKPOINT
+    trunk, normalization, trained = _encoder_trunk(path)
+    if given:
         kind = "project" if path.suffix == ".safetensors" else "official-format"
-        description = f"{kind} checkpoint {path}"
-    loaded = LoadedEncoder(InferenceEncoder(trunk, normalization).eval(), description, trained)
+        description = f"{kind} checkpoint {given.label}"
+    else:
+        description = f"default encoder {default_model_summary(read_header(path))}"
+    loaded = LoadedEncoder(
+        InferenceEncoder(trunk, normalization).eval(),
+        description,
+        trained,
+        {"checkpoint": given} if given else {},
+    )
     if moco is not None:
-        moco_trunk = StrideEightResNet("resnet50", "layer3")
-        load_trunk_weights(moco_trunk, _select_trunk(_read_official(Path(moco))), Path(moco))
+        fused = fetch_weights(moco, "moco", _moco_trunk)
         loaded.encoder = InferenceEncoder(
             loaded.encoder.backbone,
             loaded.encoder.normalization,
-            fusion=moco_trunk,
+            fusion=_moco_trunk(fused.path),
             fusion_weight=MOCO_FUSION_WEIGHT,
         ).eval()
-        loaded.description += f" fused with MoCo-v1 ResNet-50 {moco} (λ={MOCO_FUSION_WEIGHT})"
+        loaded.weights["moco"] = fused
+        loaded.description += (
+            f" fused with MoCo-v1 ResNet-50 {fused.label} (λ={MOCO_FUSION_WEIGHT})"
+        )
     if official_bn_drift:  # the official loader probes the MoCo trunk the same way
         trunks = [loaded.encoder.backbone, loaded.encoder.fusion]
         for trunk in filter(None, trunks):
             replay_official_dims_probe(trunk)
         loaded.description += ", with the official BatchNorm drift"
     return loaded
+
+
+def _encoder_trunk(path: Path) -> tuple[StrideEightResNet, Normalization, bool]:
+    """The ResNet-18 layer3 trunk in a checkpoint (ours or official, as its suffix says), the
+    normalisation it expects, and whether it was trained."""
+    trunk = StrideEightResNet("resnet18", "layer3")
+    if path.suffix != ".safetensors":
+        load_trunk_weights(trunk, _select_trunk(_read_official(path)), path)
+        return trunk, Normalization(), True
+    tensors, header = _read_project(path)
+    if (header.architecture, header.last_layer) != ("resnet18", "layer3"):
+        raise HvcError(
+            f"{path}: encoder {header.architecture}/{header.last_layer} is not supported "
+            "by the runtime (resnet18/layer3)"
+        )
+    normalization = Normalization(
+        tuple(header.normalization["mean"]), tuple(header.normalization["std"])
+    )
+    load_trunk_weights(trunk, {k: v.float() for k, v in tensors.items()}, path)
+    return trunk, normalization, bool(header.training)
+
+
+def _moco_trunk(path: Path) -> StrideEightResNet:
+    """The MoCo-v1 ResNet-50 layer3 trunk of an official MoCo checkpoint."""
+    trunk = StrideEightResNet("resnet50", "layer3")
+    load_trunk_weights(trunk, _select_trunk(_read_official(path)), path)
+    return trunk
 
 
 def save_encoder(

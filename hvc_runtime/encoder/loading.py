@@ -3,7 +3,8 @@ runtime its manifest names. The rules live here once, for the Python API and the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -13,35 +14,39 @@ from hvc_runtime.encoder.backends import TORCH_BACKENDS, EncoderBackend, check_b
 from hvc_runtime.encoder.backends.torch_module import TorchBackend
 from hvc_runtime.encoder.checkpoints import load_encoder
 from hvc_runtime.encoder.formats import FORMATS
+from hvc_runtime.encoder.hub import Weights
 from hvc_runtime.utils.errors import HvcError, OptionError
 
 
 @dataclass(frozen=True)
 class LoadedBackend:
     """An encoder ready to run and what it is (one line); untrusted ones deserve a warning
-    (untrained weights, or an artifact that failed its export parity check: `caveat`)."""
+    (untrained weights, or an artifact that failed its export parity check: `caveat`).
+    `weights` are the files a checkpoint's weights were read from, by role."""
 
     encoder: EncoderBackend
     description: str
     trusted: bool = True
     caveat: str = ""
+    weights: Mapping[str, Weights] = field(default_factory=dict)
 
 
-def is_artifact(checkpoint: Path | None) -> bool:
+def is_artifact(checkpoint: str | Path | None) -> bool:
     """An exported artifact is recognised by the manifest hvc-export writes beside it."""
-    return checkpoint is not None and manifest_path(checkpoint).is_file()
+    return checkpoint is not None and manifest_path(Path(checkpoint)).is_file()
 
 
 def load_encoder_backend(
-    checkpoint: Path | None,
+    checkpoint: str | Path | None,
     device: torch.device,
     *,
     precision: str = "fp32",
     backend: str = "auto",
-    moco: Path | None = None,
+    moco: str | Path | None = None,
     official_bn_drift: bool = False,
 ) -> LoadedBackend:
-    """The encoder for `checkpoint` (None: the default) on `device`.
+    """The encoder for `checkpoint` (None: the default; a path, a published model name or a
+    URL) on `device`.
 
     A checkpoint runs on PyTorch (`backend` torch or torch-compile); an artifact runs on the
     runtime its manifest names, which `backend` may only confirm."""
@@ -61,11 +66,12 @@ def load_encoder_backend(
             backend, ""
         ),
         trusted=loaded.trained,
+        weights=loaded.weights,
     )
 
 
 def _artifact(
-    artifact: Path, device: torch.device, backend: str, moco: Path | None, drift: bool
+    artifact: Path, device: torch.device, backend: str, moco: str | Path | None, drift: bool
 ) -> LoadedBackend:
     if moco is not None:
         raise OptionError(

@@ -91,6 +91,7 @@ class VideoRun:
             "overlay": str(out / "overlay.mp4") if self.overlay else None,
             "device": str(segmenter.device),
             "inputs": self.inputs,
+            "weights": {role: w.record() for role, w in segmenter.source.weights.items()},
             **run_settings(segmenter, self.overlay),
         }
 
