@@ -11,26 +11,31 @@ import typer
 from hvc_export.exporter import default_artifact_path, export
 from hvc_export.graph import ShapeRange, parse_shape
 from hvc_export.request import ExportRequest
-from hvc_runtime.cli.terminal import console, user_errors
+from hvc_runtime.cli.terminal import HELP_LAYOUT, console, user_errors
 from hvc_runtime.encoder.formats import FORMATS
 from hvc_runtime.encoder.precision import EXPORT_PRECISIONS
 from hvc_runtime.io.frames import open_frames
 from hvc_runtime.utils.errors import HvcError
 
-app = typer.Typer(add_completion=False, help="Export the HVC encoder for deployment.")
-FORMAT_HELP = "; ".join(f"{s.name} ({s.suffix}): {s.description}" for s in FORMATS.values())
+app = typer.Typer(
+    add_completion=False, help="Export the HVC encoder for deployment.", **HELP_LAYOUT
+)
+FORMAT_HELP = "; ".join(f"{s.name} ({s.suffix}): {s.description}" for s in FORMATS.values()) + "."
 
 
 @app.command()
 def main(
     checkpoint: Annotated[
-        Path | None, typer.Argument(help="Encoder checkpoint (.safetensors or official .pth).")
+        Path | None,
+        typer.Argument(
+            metavar="CHECKPOINT", help="Encoder checkpoint (.safetensors or official .pth)."
+        ),
     ] = None,
     format: Annotated[str, typer.Option("--format", help=FORMAT_HELP)] = "onnx",
     out: Annotated[
         Path | None, typer.Option(help="Artifact path (default: beside the checkpoint).")
     ] = None,
-    precision: Annotated[str, typer.Option(help=" or ".join(EXPORT_PRECISIONS))] = "fp32",
+    precision: Annotated[str, typer.Option(help=" or ".join(EXPORT_PRECISIONS) + ".")] = "fp32",
     moco: Annotated[
         Path | None, typer.Option(help="MoCo-v1 ResNet-50 .pth: one fused 1280-d graph.")
     ] = None,

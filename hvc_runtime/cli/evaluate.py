@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hvc_runtime.cli.options import FLAGS, PROPAGATION, SEGMENTER, api_command, build_segmenter
-from hvc_runtime.cli.terminal import console, progress
+from hvc_runtime.cli.terminal import HELP_LAYOUT, console, progress
 from hvc_runtime.davis.dataset import DavisDataset
 from hvc_runtime.davis.evaluation import Evaluation, evaluate
 from hvc_runtime.davis.propagate import propagate_sequence
@@ -37,7 +37,7 @@ from hvc_runtime.utils.interrupts import Interrupted
 EVAL_TIMEOUT = timedelta(hours=12)  # ranks wait for the slowest shard before scoring
 
 eval_app = typer.Typer(
-    add_completion=False, help="DAVIS J&F of result masks, optionally after running."
+    add_completion=False, help="DAVIS J&F of result masks, optionally after running.", **HELP_LAYOUT
 )
 
 
@@ -47,8 +47,9 @@ def evaluate_command(
     results: Annotated[
         Path,
         typer.Argument(
+            metavar="RESULTS",
             help="Folder of <sequence>/<frame>.png results, or of hvc-run result folders "
-            "<sequence>/masks/<frame>.png (hvc-run --jobs)."
+            "<sequence>/masks/<frame>.png (hvc-run --jobs).",
         ),
     ],
     davis: Annotated[Path, typer.Option(help="DAVIS-format dataset root (ground truth).")],
