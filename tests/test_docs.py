@@ -5,7 +5,10 @@ and every option of every command is named there, and the API examples run as wr
 from __future__ import annotations
 
 import importlib
+import json
 import re
+import subprocess
+import sys
 import tomllib
 from functools import cache
 from pathlib import Path
@@ -13,9 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import typer
+from PIL import Image
 
 from hvc_runtime.encoder.checkpoints import CheckpointHeader, random_encoder, save_encoder
-from tests.conftest import panning_clip
+from tests.conftest import DAVIS2016, panning_clip
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -192,3 +196,32 @@ def test_api_examples_run(tmp_path, monkeypatch):
     assert set(np.unique(masks[-1])) == {0, 1, 2}
     assert len(list((tmp_path / "out" / "masks").glob("*.png"))) == 5
     assert (tmp_path / "out" / "overlay.mp4").stat().st_size > 0
+
+
+@pytest.mark.realdata
+def test_the_readme_figure_is_made_by_one_command(tmp_path):
+    """docs/figure.py on a few small frames: a looping GIF of the shown frames and a record of
+    what made it, with each shown frame's IoU against the ground truth."""
+    out = tmp_path / "clip.gif"
+    args = ["--davis", str(DAVIS2016), "--frames", "4", "--every", "2", "--size", "64"]
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "docs" / "figure.py"), *args, "--width", "96", "--out", out],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    with Image.open(out) as gif:
+        assert (gif.n_frames, gif.width, gif.info["loop"]) == (2, 96, 0)
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert (
+        record["sequence"] == "blackswan" and record["frames"] == 4 and record["short_side"] == 64
+    )
+    assert list(record["iou"]) == ["00002"] and 0 < record["iou"]["00002"] <= 1
+    bad = subprocess.run(
+        [sys.executable, str(ROOT / "docs" / "figure.py"), "--davis", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert bad.returncode == 1 and bad.stderr.startswith(f"error: {tmp_path}")
