@@ -1,8 +1,8 @@
 """The GPU runs' data, packed for a remote machine and unpacked there.
 
 `pack` packs what `benchmarks.gpu.train` and `benchmarks.gpu.cause` read into one tar: the
-DAVIS-2016 train frames (30 videos, ~71 MB), the val sequences with their masks (~45 MB for the
-5 here) and, when given, an official HVC checkout; it cuts the tar into parts of at most
+DAVIS-2016 train frames (30 videos, ~71 MB), the val sequences with their masks (~45 MB for
+5 sequences) and, when given, an official HVC checkout; it cuts the tar into parts of at most
 `--part-mib` MiB (default: one part), `OUT/p0/part00`, `OUT/p1/part01`, …, each folder with a
 manifest and the commit, so each folder can be copied on its own.
 
