@@ -1,8 +1,8 @@
 """The benchmark suite: `python -m benchmarks.latency --help`.
 
 Writes `latency.json`, `latency.md` and PNG plots into the output folder; every speed claim in
-the README comes from such a file (`python -m benchmarks.readme`). `latency.json` is rewritten
-as each part finishes, so a run cut off at a time limit keeps the parts it completed.
+the documentation comes from such a file (`python -m benchmarks.publish`). `latency.json` is
+rewritten as each part finishes, so a run cut off at a time limit keeps the parts it completed.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Results as JSON, a Markdown table, and PNG plots; and the parts of a run merged.
 
 python -m benchmarks.report OUT PART.json... writes OUT/latency.json, latency.md and plots
-from part files (`benchmarks/gpu_session.sh` runs each part in its own process).
+from part files (`benchmarks/gpu/benchmark.sh` runs each part in its own process).
 """
 
 from __future__ import annotations

@@ -11,15 +11,17 @@ import typer
 from hvc_export.exporter import default_artifact_path, export
 from hvc_export.graph import ShapeRange, parse_shape
 from hvc_export.request import ExportRequest
-from hvc_runtime.cli.terminal import console, user_errors
+from hvc_runtime.cli.terminal import HELP_LAYOUT, console, user_errors
 from hvc_runtime.encoder.formats import FORMATS
 from hvc_runtime.encoder.precision import EXPORT_PRECISIONS
 from hvc_runtime.encoder.published import model_names
 from hvc_runtime.io.frames import open_frames
 from hvc_runtime.utils.errors import HvcError
 
-app = typer.Typer(add_completion=False, help="Export the HVC encoder for deployment.")
-FORMAT_HELP = "; ".join(f"{s.name} ({s.suffix}): {s.description}" for s in FORMATS.values())
+app = typer.Typer(
+    add_completion=False, help="Export the HVC encoder for deployment.", **HELP_LAYOUT
+)
+FORMAT_HELP = "; ".join(f"{s.name} ({s.suffix}): {s.description}" for s in FORMATS.values()) + "."
 
 
 @app.command()
@@ -27,8 +29,9 @@ def main(
     checkpoint: Annotated[
         str | None,
         typer.Argument(
+            metavar="CHECKPOINT",
             help="Encoder checkpoint: .safetensors, official .pth, one of the authors' models "
-            f"({', '.join(model_names('checkpoint'))}) or an https:// URL (see docs/models.md)."
+            f"({', '.join(model_names('checkpoint'))}) or an https:// URL (see docs/models.md).",
         ),
     ] = None,
     format: Annotated[str, typer.Option("--format", help=FORMAT_HELP)] = "onnx",
@@ -39,7 +42,7 @@ def main(
             "model name or a URL)."
         ),
     ] = None,
-    precision: Annotated[str, typer.Option(help=" or ".join(EXPORT_PRECISIONS))] = "fp32",
+    precision: Annotated[str, typer.Option(help=" or ".join(EXPORT_PRECISIONS) + ".")] = "fp32",
     moco: Annotated[
         str | None,
         typer.Option(

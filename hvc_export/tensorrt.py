@@ -3,7 +3,7 @@
 A strongly typed network (fp16 comes from the fp16 ONNX; TensorRT 11 has no fp16 builder flag),
 one optimisation profile from the shape range, a workspace limit, a persistent timing cache, and
 optionally version-compatible engines that the lean runtime can run. This path cannot be run
-where the TensorRT builder is not installable (see the README).
+where the TensorRT builder is not installable (see docs/export.md).
 """
 
 from __future__ import annotations

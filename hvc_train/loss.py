@@ -44,7 +44,7 @@ def one_direction(
     pos_radius: float,
     dynamic_sign: float,
 ) -> LossTerms:
-    """H(q, k): q carries gradients, k is the (stop-gradient) target."""
+    """H(q, k): gradients flow through q; k is the (stop-gradient) target."""
     k = k.detach()
     grid = q.shape[-1]
     positives = positive_pairs(box_q, box_k, grid, pos_radius)

@@ -15,7 +15,7 @@ input, cuDNN BatchNorm in training mode takes its SPATIAL_PERSISTENT path (range
 PyTorch stopped using it for the default layout after accuracy problems), in every BatchNorm of
 every network. The one GPU run of this recipe in channels-last collapsed where the official
 code, at the same budget, learned; whether the layout is the cause is what
-`benchmarks/cause_call.py` measures.
+`benchmarks/gpu/cause.py` measures.
 """
 
 from __future__ import annotations

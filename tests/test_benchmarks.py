@@ -12,7 +12,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from benchmarks.latency import app
-from benchmarks.readme import END, START, update
+from benchmarks.publish import END, START, update
 from tests.conftest import DAVIS2016
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,25 +71,26 @@ def test_smoke_run_writes_json_table_and_plots(tmp_path):
     assert "| encoder + propagation, device only, frames/s |" in summary
     for plot in ("encoder.png", "propagation.png", "memory.png"):
         assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    readme = tmp_path / "README.md"
-    readme.write_text(f"# x\n{START}\nold\n{END}\nrest\n")
-    update(readme, out / "latency.json")
-    text = readme.read_text()
+    page = tmp_path / "performance.md"
+    page.write_text(f"# x\n{START}\nold\n{END}\nrest\n")
+    update(page, out / "latency.json")
+    text = page.read_text()
     assert "old" not in text and "| onnxruntime-cpu | 64x96 |" in text and text.endswith("rest\n")
 
 
-def test_gpu_session_smoke_runs_every_part_and_records_each(tmp_path):
-    """`SMOKE=1 DEVICE=cpu` runs the prepared GPU run's parts at tiny sizes: the kernel tests
+def test_gpu_benchmark_smoke_runs_every_part_and_records_each(tmp_path):
+    """`--smoke --device cpu` runs the GPU benchmark's parts at tiny sizes: the kernel tests
     (in Triton's interpreter), propagation, end to end, memory, encoders; each part leaves its
     JSON and a status line, and the merged result names the commit it was given."""
     out = tmp_path / "out"
-    environment = {**os.environ, "SMOKE": "1", "DEVICE": "cpu", "OUT": str(out)}
-    environment |= {"PYTHON": sys.executable, "HVC_COMMIT": "0123abc"}
+    environment = {**os.environ, "HVC_COMMIT": "0123abc"}
     environment["PYTHONPATH"] = os.pathsep.join(
         filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])
     )
+    script = ROOT / "benchmarks" / "gpu" / "benchmark.sh"
+    args = ["--smoke", "--device", "cpu", "--out", str(out), "--python", sys.executable]
     done = subprocess.run(
-        ["bash", str(ROOT / "benchmarks" / "gpu_session.sh")],
+        ["bash", str(script), *args],
         env=environment,
         capture_output=True,
         text=True,
@@ -111,6 +112,23 @@ def test_gpu_session_smoke_runs_every_part_and_records_each(tmp_path):
     assert any(s["backend"] == "fast-triton" for s in merged["skipped"])  # no GPU: said why
     assert any(s["backend"] == "agreement" for s in merged["skipped"])  # no DAVIS given: said
     assert "triton" in (out / "environment.txt").read_text()
+
+
+def test_gpu_benchmark_keeps_within_its_budget_and_refuses_bad_options(tmp_path):
+    """A part is only started with at least 10 s of the budget left (20 s kept for the merge):
+    with --budget 25 none is, and each says so; a bad option is one line and exit status 2."""
+    script = ROOT / "benchmarks" / "gpu" / "benchmark.sh"
+    out = tmp_path / "out"
+    args = ["bash", str(script), "--device", "cpu", "--out", str(out), "--python", sys.executable]
+    done = subprocess.run([*args, "--budget", "25"], capture_output=True, text=True, timeout=60)
+    status = [json.loads(line) for line in (out / "status.jsonl").read_text().splitlines()]
+    assert len(status) == 6 and all(s["skipped"] == "no time left" for s in status), status
+    assert done.returncode == 1  # not every part ran
+    for bad, line in ((["--budget", "9x"], "error: --budget 9x: a whole number of seconds"),
+                      (["--frames"], "error: unknown option --frames")):  # fmt: skip
+        done = subprocess.run([*args, *bad], capture_output=True, text=True, timeout=60)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith(line), lines
 
 
 def test_job_list_benchmark_smoke(tmp_path):

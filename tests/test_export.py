@@ -214,7 +214,7 @@ def test_hvc_run_uses_an_artifact_by_its_manifest(clip, tmp_path):
 
 
 def test_tensorrt_engine_round_trip(tmp_path):
-    pytest.importorskip("tensorrt", reason="TensorRT builder not installable here (see README)")
+    pytest.importorskip("tensorrt", reason="TensorRT builder not installed (see docs/export.md)")
     if not torch.cuda.is_available():
         pytest.skip("TensorRT engines need a CUDA GPU")
     shapes = ShapeRange((64, 64), (128, 160), (256, 320))

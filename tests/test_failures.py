@@ -455,7 +455,7 @@ def test_help_does_not_promise_a_shipped_checkpoint():
         assert result.exit_code == 0 and "shipped" not in result.stdout
 
 
-# -- concurrent runs, settings, frame folders, masks and artifacts (issue 18) ----------------
+# -- concurrent runs, settings, frame folders, masks and artifacts ---------------------------
 
 
 def _launch_run(video, mask, out, *extra):
@@ -505,7 +505,7 @@ def test_two_runs_into_one_folder_never_share_it(tmp_path):
 
 
 def test_export_names_and_manifests_that_lie(clip, tmp_path):
-    """`--out` must carry the format's suffix (a missing folder is made); an artifact whose
+    """`--out` must end in the format's suffix (a missing folder is made); an artifact whose
     manifest says another format, precision or feature size than the file is refused."""
     shapes = ["--min-shape", "64x64", "--opt-shape", "64x96", "--max-shape", "128x128"]
     code, _, stderr = run_cli(export_app, ["--format", "onnx", "--out", tmp_path / "x.pt", *shapes])

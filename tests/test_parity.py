@@ -2,7 +2,7 @@
 
 The official masks in ../shared/data/parity were written on an H100. Reproducing them needs the
 official loader's BatchNorm side effect (`--official-bn-drift`); with it, the reference mode on
-CPU fp32 matches them to within a few boundary pixels (whole-sequence figures: README).
+CPU fp32 matches them to within a few boundary pixels (whole-sequence figures: docs/parity.md).
 """
 
 from __future__ import annotations

@@ -88,7 +88,7 @@ def test_memory_is_bounded_by_the_context():
 
 
 def _video(height, width, frames, shift):
-    """A texture panning right by `shift` pixels per frame, and the square it carries."""
+    """A texture panning right by `shift` pixels per frame, and the square moving with it."""
     texture = smooth_texture(height, width + shift * frames, seed=3)
     clip = [texture[:, shift * (frames - t) : shift * (frames - t) + width] for t in range(frames)]
     return clip

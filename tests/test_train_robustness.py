@@ -182,10 +182,27 @@ def test_an_unreadable_image_is_named_once(tmp_path, images, caplog):
 
 
 def test_help_shows_the_default_recipes_values():
+    """As values (`[default: 128]`, not `(128)`), each beside its own flag."""
     shown = " ".join(CliRunner().invoke(app, ["--help"], env={"COLUMNS": "200"}).stdout.split())
     config = TrainConfig()  # the default recipe
     for flag, default in (("--batch-size", 128), ("--lr", config.lr), ("--workers", 4)):
-        assert f"{flag} <" in shown and f"[default: ({default})]" in shown, flag
+        after = shown[shown.index(f"{flag} <") :]
+        assert after[: after.index("[default:")].count(" --") == 0, flag  # its own default
+        assert after[after.index("[default:") :].startswith(f"[default: {default}]"), flag
+    assert "(128)" not in shown and "--compile / --no-compile" in shown
+
+
+def test_flags_override_only_what_they_name(tmp_path, images):
+    """The defaults --help shows are not passed on as flags: a config file's values stand
+    unless their flag is given, even a flag given at its default value."""
+    config = tmp_path / "c.toml"
+    config.write_text("batch_size = 2\nimage_size = 32\nseed = 7\nworkers = 0\n")
+    args = ["--out", str(tmp_path / "run"), "--images", str(images), "--config", str(config)]
+    args += ["--max-steps", "1", "--health-every", "0", "--device", "cpu", "--seed", "42"]
+    outcome = invoke(args)
+    assert outcome.exit_code == 0, outcome.stderr
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (saved["batch_size"], saved["image_size"], saved["seed"]) == (2, 32, 42)
 
 
 def test_a_second_run_into_a_folder_being_trained_is_refused(tmp_path, images):

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hvc_runtime.cli.options import FLAGS, PROPAGATION, SEGMENTER, api_command, build_segmenter
-from hvc_runtime.cli.terminal import console, progress
+from hvc_runtime.cli.terminal import HELP_LAYOUT, console, progress
 from hvc_runtime.davis.dataset import DavisDataset
 from hvc_runtime.davis.evaluation import Evaluation, evaluate
 from hvc_runtime.davis.propagate import propagate_sequence
@@ -39,7 +39,7 @@ EVAL_TIMEOUT = timedelta(hours=12)  # ranks wait for the slowest shard before sc
 EVAL_LOCK = ".hvc-eval.lock"  # in RESULTS, held by the `--run` writing into it (see FolderLock)
 
 eval_app = typer.Typer(
-    add_completion=False, help="DAVIS J&F of result masks, optionally after running."
+    add_completion=False, help="DAVIS J&F of result masks, optionally after running.", **HELP_LAYOUT
 )
 
 
@@ -49,8 +49,9 @@ def evaluate_command(
     results: Annotated[
         Path,
         typer.Argument(
+            metavar="RESULTS",
             help="Folder of <sequence>/<frame>.png results, or of hvc-run result folders "
-            "<sequence>/masks/<frame>.png (hvc-run --jobs)."
+            "<sequence>/masks/<frame>.png (hvc-run --jobs).",
         ),
     ],
     davis: Annotated[Path, typer.Option(help="DAVIS-format dataset root (ground truth).")],

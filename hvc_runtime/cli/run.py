@@ -17,23 +17,28 @@ from hvc_runtime.cli.options import (
     build_segmenter,
     local_weights,
 )
-from hvc_runtime.cli.terminal import console, progress
+from hvc_runtime.cli.terminal import HELP_LAYOUT, console, progress
 from hvc_runtime.propagation import PropagationConfig
 from hvc_runtime.runs import VideoRun
 from hvc_runtime.utils.errors import HvcError
 
-run_app = typer.Typer(add_completion=False, help="Segment and track objects through a video.")
+run_app = typer.Typer(
+    add_completion=False, help="Segment and track objects through a video.", **HELP_LAYOUT
+)
 
 
 @run_app.command()
 @api_command(FLAGS, segmenter=SEGMENTER, propagation=PROPAGATION)
 def run(
-    video: Annotated[Path | None, typer.Argument(help="Video file or folder of frames.")] = None,
+    video: Annotated[
+        Path | None, typer.Argument(metavar="VIDEO", help="Video file or folder of frames.")
+    ] = None,
     mask: Annotated[
         Path | None,
         typer.Argument(
+            metavar="MASK",
             help="First-frame id mask (palette/grey PNG), or a folder of masks named after "
-            "frames (objects appearing later get theirs at that frame)."
+            "frames (objects appearing later get theirs at that frame).",
         ),
     ] = None,
     out: Annotated[
@@ -69,7 +74,8 @@ def run(
 ) -> None:
     """Segment VIDEO from the objects in MASK (first frame); writes palette PNGs and an overlay.
 
-    With --jobs, every video of a CSV job list into OUT/<name>/ (see the README).
+    With no VIDEO, the embedded demo clip. With --jobs, every video of a CSV job list into
+    OUT/<name>/ (see docs/cli.md).
     """
     if jobs is not None:
         if video is not None or mask is not None or demo:

@@ -20,6 +20,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from hvc_runtime.utils.errors import HvcError, HvcWarning
 from hvc_runtime.utils.interrupts import Interrupted, interrupts_raise
 
+# `typer.Typer(**HELP_LAYOUT)` for every command line: click's plain --help, up to 100 columns
+# wide (typer's rich panels leave a help column of 40 characters at 100 columns).
+HELP_LAYOUT = {"rich_markup_mode": None, "context_settings": {"max_content_width": 100}}
 console = Console(stderr=True, soft_wrap=True)  # progress and messages; may be made quiet
 _errors = Console(stderr=True, soft_wrap=True)  # never quiet: every process reports its error
 

@@ -4,7 +4,7 @@ The reference scores every query against every cell of 51 context slots and rank
 candidates per query at 480p. Most of that is thrown away: short-term slots only count inside
 the radius, and early in a video most slots are copies of the reference frame. Here
 
-- each unique context frame is scored once and a frame filling m short-term slots carries the
+- each unique context frame is scored once and a frame filling m short-term slots brings its
   multiplicity m into the ranking: the joint top-k of the reference's duplicated layout is the
   top-k of unique candidates, each repeated m times, cut at k;
 - short-term frames are scored only around each query: a tile of B×B queries against the

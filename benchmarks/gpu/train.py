@@ -1,29 +1,22 @@
-"""The training call: the default recipe at the official budget, in one GPU command.
+"""The default recipe at the official budget, in one time-budgeted command for a CUDA machine.
 
 Trains `hvc-train`'s default recipe (the official one, default memory layout) on the 30
 DAVIS-2016 train videos, each listed 20 times (164 steps an epoch), for 14 epochs: 2,296 steps of
 batch 128 at 256 px, the budget at which the official code learned and the channels-last run
 collapsed. Health figures every 100 steps (the trainer's own, on 8 training frames, and the
 yardstick: blackswan frame 0 at 854×480), then the encoder is exported as fp16 safetensors and
-measured: health on the yardstick, J&F on the 5 dev videos (fast mode, fp16 on CUDA), beside a
-random encoder's J&F from the same run. Everything goes to `OUT/train_call.json` as soon as it
-exists, the encoder to `OUT/encoder-fp16.safetensors`. Training stops cleanly at
-`--train-budget-s` (checkpoint, then export from it), so the call keeps time for the rest.
+measured: health on the yardstick, J&F on the DAVIS-2016 val videos (fast mode, fp16 on CUDA),
+beside a random encoder's J&F from the same run. Each result goes to `OUT/training.json` as soon
+as it exists, the encoder to `OUT/encoder-fp16.safetensors`. Training stops cleanly after
+`--train-budget-s` seconds (a checkpoint, then the export from it), so the measurements still fit
+a time limit set around the command; `--resume` with the same `--run-dir` continues it exactly.
 
-Prepare here, then run on the device (two calls back to back; the data is ~115 MB):
+    python -m benchmarks.gpu.train --data DAVIS2016 --run-dir runs/official-budget --out results
+    python -m benchmarks.gpu.train --data DAVIS2016 --run-dir runs/official-budget --out results \\
+        --resume                                      # when the record says `stopped_early`
 
-    python -m benchmarks.gpu_carry prep --out .carry/issue16 [--official .carry/official-hvc]
-    # call 1, carry [".carry/issue16/p0"]:
-    python3 -m benchmarks.gpu_carry receive .carry/issue16/p0
-    # call 2, carry [".carry/issue16/p1"], timeout_s 560 (about 8 minutes on an H100):
-    python3 -m benchmarks.gpu_carry receive .carry/issue16/p1 && \\
-        HVC_COMMIT=$(cat /tmp/hvc-carry/data/COMMIT) timeout 540 python3 -m benchmarks.train_call \\
-        --data /tmp/hvc-carry/data/davis2016 --run-dir /tmp/hvc-train-run --out $OUT
-
-If the record says `stopped_early`, the same command with `--resume`, in the next call while the
-machine is warm, continues that run exactly to 2,296 steps.
-
-`--smoke` runs the same code on a tiny tree on the CPU in about a minute (tests/test_gpu_calls.py).
+About 8 minutes on an H100 (2,296 steps at ~0.17 s, an estimate). `--smoke` runs the same code
+on a tiny tree on the CPU in about a minute (tests/test_gpu_runs.py).
 """
 
 from __future__ import annotations
@@ -42,13 +35,13 @@ from typing import Annotated, Any
 import torch
 import typer
 
-from benchmarks.gpu_calls import (
+from benchmarks.gpu.common import (
     DAVIS2016,
     SMOKE_SHORT_SIDE,
     Record,
-    call_environment,
     dev_jf,
     require_davis,
+    run_environment,
     smoke_tree,
     yardstick_health,
     yardstick_probe,
@@ -71,7 +64,7 @@ from hvc_train.model import HVCNetwork
 from hvc_train.rundir import CHECKPOINT, ENCODER
 
 app = typer.Typer(add_completion=False, help=__doc__)
-RECORD = "train_call.json"
+RECORD = "training.json"
 ENCODER_FP16 = "encoder-fp16.safetensors"
 OFFICIAL_BUDGET = {  # the official run: 30 videos × 20 listings = 164 steps an epoch, 14 epochs
     "repeat": 20,
@@ -210,7 +203,7 @@ def random_baseline(folder: Path) -> Path:
 
 @app.command()
 def main(
-    out: Annotated[Path, typer.Option(help="Folder for the record and the encoder ($OUT).")],
+    out: Annotated[Path, typer.Option(help="Folder for the record and the encoder.")],
     data: Annotated[Path, typer.Option(help="DAVIS-2016 root (train + val).")] = DAVIS2016,
     smoke: Annotated[bool, typer.Option(help="Tiny sizes on a tiny tree (CPU, ~1 min).")] = False,
     train_budget_s: Annotated[
@@ -222,17 +215,17 @@ def main(
         Path | None, typer.Option(help="Training run folder (default: a temporary one).")
     ] = None,
     resume: Annotated[
-        bool, typer.Option(help="Continue the run in --run-dir (a call that stopped early).")
+        bool, typer.Option(help="Continue the run in --run-dir (one that stopped early).")
     ] = False,
 ) -> None:
     """Train the default recipe, export it as fp16, and measure its health and J&F."""
-    with user_errors(), tempfile.TemporaryDirectory(prefix="hvc-train-call-") as tmp:
+    with user_errors(), tempfile.TemporaryDirectory(prefix="hvc-gpu-train-") as tmp:
         if resume and run_dir is None:
             raise OptionError(
                 "resume", resume, "needs --run-dir, the folder of the run to continue"
             )
         torch_device = resolve_device(device)
-        record = Record(out / RECORD, **call_environment(torch_device, smoke))
+        record = Record(out / RECORD, **run_environment(torch_device, smoke))
         davis = require_davis(data)
         if smoke:
             davis = smoke_tree(davis, Path(tmp) / "davis")

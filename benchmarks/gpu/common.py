@@ -1,9 +1,10 @@
-"""What the one-command GPU calls (`benchmarks.train_call`, `benchmarks.cause_call`) share.
+"""What the GPU runs `benchmarks.gpu.train` and `benchmarks.gpu.cause` share.
 
-A call runs in a copy of the working tree without `.git`, and only what it writes under `$OUT`
-comes back, also when it is killed at its time limit. So a call's record is one JSON file,
-rewritten atomically each time a part finishes; the commit comes in through `HVC_COMMIT` (from the
-carried bundle's manifest); a smoke mode runs the same code on a tiny DAVIS tree on a CPU.
+A run may be stopped at a time limit, so its record is one JSON file, rewritten atomically each
+time a part finishes: whatever stops it, the parts that finished are on disk. On a machine the
+project was copied to without `.git`, the commit comes in through `HVC_COMMIT` (the `COMMIT` file
+`benchmarks.gpu.bundle unpack` writes). A smoke mode runs the same code on a tiny DAVIS tree on a
+CPU.
 """
 
 from __future__ import annotations
@@ -27,16 +28,16 @@ from hvc_runtime.utils.atomic import atomic_path
 from hvc_runtime.utils.errors import HvcError
 from hvc_train.health import HealthFigures, measure
 
-DAVIS2016 = Path(__file__).resolve().parents[2] / "shared" / "data" / "davis2016"
-YARDSTICK = ("blackswan", 0)  # the health probe of the issues: this frame at its 854×480
+DAVIS2016 = Path(__file__).resolve().parents[3] / "shared" / "data" / "davis2016"
+YARDSTICK = ("blackswan", 0)  # the health probe: this frame at its own 854×480
 SMOKE_VIDEOS = {"train": 2, "val": 2}  # sequences of each split in the smoke tree
 SMOKE_FRAMES = 4  # frames of each smoke sequence (J&F scores all but the first and last)
 SMOKE_SHORT_SIDE = 96  # smoke evaluations run at this short side (masks scored at full size)
 
 
 class Record:
-    """A JSON object on disk, rewritten atomically after every change, so a call cut off at
-    its limit returns every part that finished."""
+    """A JSON object on disk, rewritten atomically after every change, so a run stopped at its
+    limit keeps every part that finished."""
 
     def __init__(self, path: Path, **fields: Any) -> None:
         self.path = Path(path)
@@ -52,15 +53,16 @@ class Record:
         self.update(**{key: [*self.data.get(key, []), item]})
 
 
-def call_environment(device: torch.device, smoke: bool) -> dict[str, Any]:
-    info = describe(device)  # its git_revision is `$HVC_COMMIT` where no `.git` travelled
+def run_environment(device: torch.device, smoke: bool) -> dict[str, Any]:
+    """Where and when the run ran (device, library versions, commit)."""
+    info = describe(device)  # its git_revision is `$HVC_COMMIT` in a copy without `.git`
     return {"environment": info, "smoke": smoke, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ")}
 
 
 def yardstick_probe(davis: Path) -> torch.Tensor:
     """Blackswan frame 0 at its own 854×480, ImageNet-normalised: the probe on which the
     collapsed run (rank 2.6), the training init (7.0) and a random encoder (33.9) were
-    measured, so every call's figures compare with those."""
+    measured, so every run's figures compare with those."""
     name, index = YARDSTICK
     frames = frame_files(DavisDataset(davis).frames_dir(name))
     rgb = torch.from_numpy(read_rgb_image(frames[index])).permute(2, 0, 1).float()[None] / 255
@@ -110,7 +112,7 @@ def dev_jf(
 
 
 def split_names(davis: Path, split: str) -> list[str]:
-    """The sequences of `ImageSets/480p/<split>.txt` (train sequences travel without masks, so
+    """The sequences of `ImageSets/480p/<split>.txt` (a bundle holds no train masks, so
     `DavisDataset.sequences`, which requires them, is for val only)."""
     listing = Path(davis) / "ImageSets" / "480p" / f"{split}.txt"
     return [line.strip() for line in listing.read_text().splitlines() if line.strip()]

@@ -1,4 +1,5 @@
-"""The cause call: what separates the collapsed GPU run from the official code's, in one command.
+"""What separates the collapsed GPU run from the official code's: three trainings side by side,
+in one time-budgeted command for a CUDA machine.
 
 On the same frames and budget (the 30 DAVIS-2016 train videos each listed 20 times, 164 steps of
 batch 128 at 256 px an epoch, the EMA schedule of 14 epochs) it trains for `--epochs` epochs:
@@ -9,23 +10,17 @@ batch 128 at 256 px an epoch, the EMA schedule of 14 epochs) it trains for `--ep
   `--epochs 14` and stopped after epoch `--epochs`; `setproctitle` and its visualisation module
   `core.visualize`, which imports visdom, wandb, sklearn, are replaced by stubs at run time).
 
-The health figures (`hvc_train.health`) of each online trunk on the yardstick (blackswan frame
-0 at 854×480) at every epoch end go side by side, with each final trunk's clip IoU. Everything
-is written to `OUT/cause_call.json` as it finishes, the official log to `OUT/official.log`.
+Each of our runs stops cleanly after `--run-budget-s` seconds. The health figures
+(`hvc_train.health`) of each online trunk on the yardstick (blackswan frame 0 at 854×480) at
+every epoch end go side by side, with each final trunk's clip IoU. Everything is written to
+`OUT/cause.json` as it finishes, the table to `OUT/cause.md`, the official log to
+`OUT/official.log`.
 
-Prepare here (the official snapshot goes into the bundle when `--official` names it):
+    python -m benchmarks.gpu.cause --data DAVIS2016 --official path/to/HVC --out results
 
-    python -m benchmarks.gpu_carry prep --out .carry/issue16 --official .carry/official-hvc
-
-then on the device, after `benchmarks.gpu_carry receive` of every part (see
-`benchmarks/train_call.py`; the joined data stays in /tmp while the machine is warm), one call
-with timeout_s 560 (about 6 minutes on an H100):
-
-    HVC_COMMIT=$(cat /tmp/hvc-carry/data/COMMIT) timeout 540 python3 -m benchmarks.cause_call \\
-        --data /tmp/hvc-carry/data/davis2016 --official /tmp/hvc-carry/data/official-hvc --out $OUT
-
-`--smoke` runs the same code on a tiny tree on the CPU; without an official checkout (`--official`
-or `$HVC_OFFICIAL`) the official part is skipped and the record says why.
+About 6 minutes on an H100 (an estimate). `--smoke` runs the same code on a tiny tree on the CPU;
+without an official checkout (`--official` or `$HVC_OFFICIAL`) the official part is skipped and
+the record says why.
 """
 
 from __future__ import annotations
@@ -44,18 +39,18 @@ from typing import Annotated, Any
 import torch
 import typer
 
-from benchmarks.gpu_calls import (
+from benchmarks.gpu.common import (
     DAVIS2016,
     SMOKE_SHORT_SIDE,
     Record,
-    call_environment,
     require_davis,
+    run_environment,
     smoke_tree,
     split_names,
     yardstick_health,
     yardstick_probe,
 )
-from benchmarks.train_call import HealthLog, run_config, train_within
+from benchmarks.gpu.train import HealthLog, run_config, train_within
 from hvc_runtime.cli.terminal import user_errors
 from hvc_runtime.encoder.checkpoints import load_encoder
 from hvc_runtime.encoder.network import StrideEightResNet
@@ -68,9 +63,9 @@ from hvc_train.rundir import ENCODER
 from hvc_train.validation import clip_iou
 
 app = typer.Typer(add_completion=False, help=__doc__)
-RECORD = "cause_call.json"
+RECORD = "cause.json"
+TABLE = "cause.md"
 LAYOUTS = {"default-layout": False, "channels-last": True}
-RUN_BUDGET_S = 170.0  # seconds of training per run at most (3 epochs take ~80 s on an H100)
 # Runs the official train_vos.py as its own __main__, with the two modules it imports but does
 # not need for training replaced: setproctitle (a process title) and core.visualize (debug
 # images; it imports visdom, wandb, sklearn, cv2, which the GPU image does not all have).
@@ -125,8 +120,9 @@ def run_official(
     command = [sys.executable, "-c", OFFICIAL_BOOT, f"--data-path={data}"]
     command += [f"--output-dir={work}", f"--epochs={total_epochs}", *args]
     stop_mark = f"Epoch: [{epochs + 1}]"  # printed after the first step of the next epoch
-    # its own session, so its DataLoader workers stop with it; a SIGTERM to this process
-    # (the call's `timeout`) raises here, so the `finally` stops it and no run outlives the call
+    # its own process group, so its DataLoader workers stop with it; a SIGTERM to this process
+    # (a `timeout` around the command) raises here, so the `finally` stops it and the official
+    # run never outlives the command
     with log.open("w") as sink, interrupts_raise():
         process = subprocess.Popen(
             command,
@@ -196,22 +192,25 @@ def table(record: dict[str, Any], names: list[str]) -> str:
 
 @app.command()
 def main(
-    out: Annotated[Path, typer.Option(help="Folder for the record and the official log ($OUT).")],
+    out: Annotated[Path, typer.Option(help="Folder for the record, table and official log.")],
     data: Annotated[Path, typer.Option(help="DAVIS-2016 root (train + val).")] = DAVIS2016,
     official: Annotated[
         Path | None,
         typer.Option(help="Official HVC checkout (default: $HVC_OFFICIAL; none: skipped)."),
     ] = None,
     epochs: Annotated[int, typer.Option(help="Epochs each run trains.")] = 3,
+    run_budget_s: Annotated[
+        float, typer.Option(help="Stop each of our runs cleanly after this many seconds.")
+    ] = 170.0,
     smoke: Annotated[bool, typer.Option(help="Tiny sizes on a tiny tree (CPU).")] = False,
     workers: Annotated[int, typer.Option(help="DataLoader workers.")] = 14,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ) -> None:
     """Default layout vs channels-last vs the official code, health side by side."""
-    with user_errors(), tempfile.TemporaryDirectory(prefix="hvc-cause-call-") as tmp:
+    with user_errors(), tempfile.TemporaryDirectory(prefix="hvc-gpu-cause-") as tmp:
         scratch = Path(tmp)
         torch_device = resolve_device(device)
-        record = Record(out / RECORD, **call_environment(torch_device, smoke))
+        record = Record(out / RECORD, **run_environment(torch_device, smoke))
         davis = require_davis(data)
         if smoke:
             davis = smoke_tree(davis, scratch / "davis")
@@ -242,7 +241,7 @@ def main(
             run_dir = scratch / name
             health = HealthLog(record, probe, config.seed, key=f"{name}/health")
             record.update(
-                **{f"{name}/training": train_within(config, run_dir, RUN_BUDGET_S, health)}
+                **{f"{name}/training": train_within(config, run_dir, run_budget_s, health)}
             )
             trunk = load_encoder(run_dir / ENCODER).encoder.backbone.to(torch_device)
             score = clip_iou(trunk, davis, "val", val_size, torch_device)
@@ -292,7 +291,7 @@ def main(
                 **{"official/clip_iou": clip_iou(trunk, davis, "val", val_size, torch_device)}
             )
         report = table(record.data, names)
-        (out / "cause_call.md").write_text(report)
+        (out / TABLE).write_text(report)
         print(report, flush=True)
 
 
