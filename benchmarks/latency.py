@@ -236,10 +236,10 @@ def main(
 
 
 def agreement_encoders(device, folder: Path) -> dict:
-    """The default encoder through every backend that runs on `device`."""
-    from hvc_runtime.encoder.checkpoints import random_encoder
+    """The packaged default encoder through every backend that runs on `device`."""
+    from hvc_runtime.encoder.checkpoints import load_encoder
 
-    encoders = {"torch": random_encoder()}
+    encoders = {"torch": load_encoder(None).encoder}
     formats = {"torchscript": "torchscript", "onnxruntime": "onnx"}
     if device.type == "cuda" and importlib.util.find_spec("tensorrt"):
         formats["tensorrt"] = "trt"

@@ -78,7 +78,7 @@ class Segmenter:
         self.source = source or LoadedBackend(encoder, f"{type(encoder).__name__} given")
         # size and modification time of the checkpoint files loaded (`from_checkpoint`): results
         # record them, so that weights retrained under the same name are known as other weights
-        self.weights: dict[str, dict] = {}
+        self.weight_files: dict[str, dict] = {}
         self.precision = precision
         self.short_side = short_side
         self.mode = mode
@@ -115,7 +115,7 @@ class Segmenter:
         target = resolve_device(device)
         dtype_of(precision)  # refuse a bad precision before any weights are loaded
         files = [Path(p) for p in (checkpoint or DEFAULT_CHECKPOINT, moco) if p is not None]
-        weights = weights_fingerprints(files)  # before loading: what was read, not what is now
+        weight_files = weights_fingerprints(files)  # before loading: what was read, not what is now
         loaded = load_encoder_backend(
             checkpoint,
             target,
@@ -135,7 +135,7 @@ class Segmenter:
             gpu_decode=gpu_decode,
             source=loaded,
         )
-        segmenter.weights = weights
+        segmenter.weight_files = weight_files
         return segmenter
 
     def reset(self) -> None:

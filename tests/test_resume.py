@@ -90,7 +90,7 @@ def test_results_whose_inputs_or_weights_changed_are_made_again(tmp_path):
     code, _, stderr = run_cli(run_app, args)
     assert code == 0 and statuses(out) == ["done"] * 4
     assert all(
-        "made with other settings" in w and "weights" in w for w in made_again(stderr).values()
+        "made with other settings" in w and "weight_files" in w for w in made_again(stderr).values()
     )
 
 

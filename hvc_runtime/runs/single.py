@@ -91,7 +91,6 @@ class VideoRun:
             "overlay": str(out / "overlay.mp4") if self.overlay else None,
             "device": str(segmenter.device),
             "inputs": self.inputs,
-            "weights": {role: w.record() for role, w in segmenter.source.weights.items()},
             **run_settings(segmenter, self.overlay),
         }
 
@@ -107,7 +106,8 @@ def run_settings(segmenter: Segmenter, overlay: bool) -> dict:
         "size": segmenter.short_side,
         "propagation": segmenter.propagator.config.__dict__,
         "with_overlay": overlay,
-        "weights": segmenter.weights,
+        "weights": {role: w.record() for role, w in segmenter.source.weights.items()},
+        "weight_files": segmenter.weight_files,
     }
 
 
