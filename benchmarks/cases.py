@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import tempfile
 import time
 from pathlib import Path
@@ -117,57 +118,78 @@ def steady_state_propagator(
 
 
 def propagation_rows(
-    sizes, dims, contexts, implementations, device, warmup, runs, dtypes=("fp32",), skipped=None
+    sizes,
+    dims,
+    contexts,
+    implementations,
+    device,
+    warmup,
+    runs,
+    dtypes=("fp32",),
+    skipped=None,
+    threads=(),
 ):
     """Per-frame propagation cost once the context is full, for each feature dtype; speed-up
     against the fp32 dense reference with the same size, features and context (measured in the
     same run; the reference runs in fp32 only). A variant that fails (e.g. a Triton build) is
-    added to `skipped` with its reason and the others still run."""
+    added to `skipped` with its reason and the others still run. `threads`: the fast rows again
+    for each CPU thread count (the reference runs with the threads as they are)."""
+    default_threads = torch.get_num_threads()
     rows = []
-    for size in sizes:
+    for size, dim, context in itertools.product(sizes, dims, contexts):
         grid = feature_size(*frame_size(size))
-        for dim in dims:
-            for context in contexts:
-                config = PropagationConfig(context_size=context)
-                baseline = None
-                for implementation in implementations:
-                    chosen = ["fp32"] if implementation == "reference" else dtypes
-                    for precision in chosen:
-                        try:
-                            propagator, query = steady_state_propagator(
-                                config, dim, grid, device, implementation, DTYPES[precision]
-                            )
-                            # each step stores its frame and drops the oldest: the context
-                            # stays full
-                            timing = time_call(
-                                lambda p=propagator, q=query: p.step(q), device, warmup, runs
-                            )
-                        except Exception as exc:  # recorded; the other variants still run
-                            if skipped is None:
-                                raise
-                            skipped.append(
-                                {
-                                    "backend": f"{implementation} {precision} {dim}-d {size}",
-                                    "reason": first_line(exc),
-                                }
-                            )
-                            continue
-                        if implementation == "reference":
-                            baseline = timing.median_ms
-                        rows.append(
-                            {
-                                "implementation": implementation,
-                                "features": precision,
-                                "size": size,
-                                "feature_dim": dim,
-                                "context": f"1+{context}",
-                                **timing.as_dict(),
-                                "frames_per_s": 1000 / timing.median_ms,
-                                "speedup": baseline / timing.median_ms if baseline else None,
-                            }
-                        )
-                        del propagator
+        baseline = None
+        for implementation in implementations:
+            reference = implementation == "reference"
+            variants = itertools.product(
+                ["fp32"] if reference else dtypes,
+                [default_threads] if reference or not threads else threads,
+            )
+            for precision, count in variants:
+                features, fp32_scores = feature_setting(precision)
+                config = PropagationConfig(context_size=context, fp32_scores=fp32_scores)
+                torch.set_num_threads(count)
+                try:
+                    propagator, query = steady_state_propagator(
+                        config, dim, grid, device, implementation, DTYPES[features]
+                    )
+                    # each step stores its frame and drops the oldest: the context stays full
+                    timing = time_call(
+                        lambda p=propagator, q=query: p.step(q), device, warmup, runs
+                    )
+                except Exception as exc:  # recorded; the other variants still run
+                    if skipped is None:
+                        raise
+                    name = f"{implementation} {precision} {dim}-d {size}"
+                    skipped.append({"backend": name, "reason": first_line(exc)})
+                    continue
+                finally:
+                    torch.set_num_threads(default_threads)
+                if reference:
+                    baseline = timing.median_ms
+                rows.append(
+                    {
+                        "implementation": implementation,
+                        "features": precision,
+                        "threads": count,
+                        "size": size,
+                        "feature_dim": dim,
+                        "context": f"1+{context}",
+                        **timing.as_dict(),
+                        "frames_per_s": 1000 / timing.median_ms,
+                        "speedup": baseline / timing.median_ms if baseline else None,
+                    }
+                )
     return rows
+
+
+def feature_setting(name: str) -> tuple[str, bool]:
+    """The precision and whether scores are ranked in fp32, from a name: fp32, fp16, bf16
+    (ranked by fp32 scores), or fp16-scores, bf16-scores (ranked in that precision)."""
+    precision, _, scores = name.partition("-")
+    if precision not in DTYPES or scores not in ("", "scores"):
+        raise ValueError(f"{name}: not one of fp32, fp16, bf16, fp16-scores, bf16-scores")
+    return precision, scores == ""
 
 
 def first_line(exc: BaseException) -> str:
@@ -211,17 +233,32 @@ def davis_clip(root: Path, sequence: str, frames: int) -> tuple[FrameSource, lis
     return source, [read_mask(path) for path in annotations]
 
 
-def _rate(segmenter: Segmenter, method: str, frames: list, first_mask: np.ndarray, device):
+def _rate(
+    segmenter: Segmenter, method: str, frames: list, first_mask: np.ndarray, device
+) -> tuple[float, float | None]:
     """Frames per second of a fresh video through `segmenter.<method>(frame, mask)`, with one
-    synchronisation at the end."""
+    synchronisation at the end: over the whole clip, and once the context is full (`_steady`;
+    on CUDA, over the whole clip only, as frames are not synchronised one by one)."""
     segmenter.reset()
     step = getattr(segmenter, method)
-    began = time.perf_counter()
+    stamps = [time.perf_counter()]
     for t, frame in enumerate(frames):
         step(frame, first_mask if t == 0 else None)
+        stamps.append(time.perf_counter())
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return len(frames) / (time.perf_counter() - began)
+        return len(frames) / (time.perf_counter() - stamps[0]), None
+    return len(frames) / (stamps[-1] - stamps[0]), _steady(stamps, segmenter)
+
+
+def _steady(stamps: list[float], segmenter: Segmenter) -> float | None:
+    """Frames per second after the first frame with a full context (None: the clip is shorter).
+
+    `stamps[i]` is when frame i-1 finished (`stamps[0]`: the start)."""
+    full = segmenter.propagator.config.context_size + 1  # the first frame with a full context
+    if len(stamps) - 1 <= full + 1:
+        return None
+    return (len(stamps) - 1 - full) / (stamps[-1] - stamps[full])
 
 
 def end_to_end_rows(
@@ -229,7 +266,7 @@ def end_to_end_rows(
     modes: list[str],
     device,
     *,
-    precision: str = "fp32",
+    precisions: list[str] = ("fp32",),
     cuda_graphs: bool = False,
     kernel: str = "auto",
     warmup_frames: int = 0,
@@ -237,26 +274,40 @@ def end_to_end_rows(
     """Frames per second over whole clips, three ways: the full pipeline with decoding and
     palette-PNG writing (`segment_video`); compute only (frames decoded beforehand, id maps
     downloaded every frame); GPU-side only (frames already on the device, id maps left there,
-    one synchronisation at the end) — the encoder and the propagation alone. First, untimed,
-    the pipeline runs the clip's first `warmup_frames` frames (kernel builds, graph capture,
-    decoder start-up)."""
+    one synchronisation at the end; not on a CPU, where it is the compute-only figure) — the
+    encoder and the propagation alone. First, untimed, the pipeline runs the clip's first
+    `warmup_frames` frames (kernel builds, graph capture, decoder start-up). `precisions` are
+    names as `feature_setting` reads them."""
     rows = []
     for name, (source, first_mask) in sources.items():
         frames = [f.rgb for f in source]
         on_device = [torch.from_numpy(f).to(device) for f in frames]
-        for mode in modes:
-            encoder = TorchBackend(random_encoder(), device, precision, cuda_graphs=cuda_graphs)
+        for mode, precision in itertools.product(modes, precisions):
+            encoding, fp32_scores = feature_setting(precision)
+            encoder = TorchBackend(random_encoder(), device, encoding, cuda_graphs=cuda_graphs)
             options = {"kernel": kernel} if mode == "fast" else {}
-            segmenter = Segmenter(encoder, device=device, precision=precision, mode=mode, **options)
+            config = PropagationConfig(fp32_scores=fp32_scores)
+            segmenter = Segmenter(
+                encoder, config, device=device, precision=encoding, mode=mode, **options
+            )
             with tempfile.TemporaryDirectory() as out:
                 if warmup_frames:
                     (Path(out) / "warm").mkdir()
                     start = ping_pong(source, min(warmup_frames, len(frames)), Path(out) / "warm")
                     segment_video(start, {0: first_mask}, segmenter, masks_dir=Path(out) / "w")
-                compute_fps = _rate(segmenter, "step", frames, first_mask, device)
-                device_fps = _rate(segmenter, "segment", on_device, first_mask, device)
+                compute_fps, compute_steady = _rate(segmenter, "step", frames, first_mask, device)
+                device_fps = device_steady = None
+                if device.type != "cpu":
+                    device_fps, device_steady = _rate(
+                        segmenter, "segment", on_device, first_mask, device
+                    )
+                stamps = [time.perf_counter()]
                 summary = segment_video(
-                    source, {0: first_mask}, segmenter, masks_dir=Path(out) / "masks"
+                    source,
+                    {0: first_mask},
+                    segmenter,
+                    masks_dir=Path(out) / "masks",
+                    on_frame=lambda _, stamps=stamps: stamps.append(time.perf_counter()),
                 )
             rows.append(
                 {
@@ -270,6 +321,12 @@ def end_to_end_rows(
                     "fps_end_to_end": summary.frames / summary.seconds,
                     "fps_compute_only": compute_fps,
                     "fps_device_only": device_fps,
+                    # once the context is full (CPU only), the rate of every later frame
+                    "steady_fps_end_to_end": (
+                        _steady(stamps, segmenter) if device.type == "cpu" else None
+                    ),
+                    "steady_fps_compute_only": compute_steady,
+                    "steady_fps_device_only": device_steady,
                 }
             )
         del on_device

@@ -74,8 +74,15 @@ def main(
     ] = "256,1280",
     contexts: Annotated[str, typer.Option(help="Short-term contexts.")] = "50,20,10",
     feature_dtypes: Annotated[
-        str, typer.Option(help="Feature dtypes for propagation (the reference runs fp32 only).")
+        str,
+        typer.Option(
+            help="Feature dtypes for propagation (the reference runs fp32 only): fp32, fp16, "
+            "bf16 (ranked by fp32 scores), fp16-scores, bf16-scores (ranked in that precision)."
+        ),
     ] = "fp32",
+    threads: Annotated[
+        str, typer.Option(help="CPU threads for the propagation rows, comma list (default: as is).")
+    ] = "",
     implementations: Annotated[
         str,
         typer.Option(
@@ -83,7 +90,10 @@ def main(
         ),
     ] = "reference,fast,fast-triton",
     e2e_modes: Annotated[str, typer.Option(help="Propagation modes end to end.")] = "fast",
-    e2e_precision: Annotated[str, typer.Option(help="End-to-end precision.")] = "fp32",
+    e2e_precision: Annotated[
+        str, typer.Option(help="End-to-end precisions, comma list (as --feature-dtypes).")
+    ] = "fp32",
+    e2e_generated: Annotated[bool, typer.Option(help="Also a generated video end to end.")] = True,
     e2e_cuda_graphs: Annotated[
         bool, typer.Option(help="End to end with the CUDA-graph encoder.")
     ] = False,
@@ -173,6 +183,7 @@ def main(
                         runs,
                         _split(feature_dtypes),
                         results["skipped"],
+                        [int(n) for n in _split(threads)],
                     )
                 save()
             if e2e:
@@ -180,9 +191,10 @@ def main(
                     height, width = cases.frame_size(e2e_size)
                     folder = Path(scratch) / "generated"
                     folder.mkdir()
-                    sources = {
-                        "generated": cases.generated_video(folder, e2e_frames, height, width)
-                    }
+                    sources = {}
+                    if e2e_generated:
+                        generated = cases.generated_video(folder, e2e_frames, height, width)
+                        sources["generated"] = generated
                     if e2e_davis and davis.is_dir():
                         first = read_mask(
                             davis / "Annotations" / "480p" / "blackswan" / "00000.png"
@@ -198,7 +210,7 @@ def main(
                         sources,
                         _split(e2e_modes),
                         target,
-                        precision=e2e_precision,
+                        precisions=_split(e2e_precision),
                         cuda_graphs=e2e_cuda_graphs,
                         kernel=e2e_kernel,
                         warmup_frames=e2e_warmup_frames,

@@ -9,8 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
+from benchmarks.cases import feature_setting
 from benchmarks.latency import app
 from benchmarks.publish import END, START, update
 from tests.conftest import DAVIS2016
@@ -23,6 +25,7 @@ def test_smoke_run_writes_json_table_and_plots(tmp_path):
     args = [
         "--backends", "torch-eager-fp32,torch-eager-half-cl,onnxruntime-cpu,tensorrt",
         "--sizes", "64x96", "--batches", "1,2", "--dims", "256", "--contexts", "3,1",
+        "--feature-dtypes", "fp32,bf16-scores",
         "--warmup", "0", "--runs", "2", "--e2e-frames", "3", "--e2e-size", "64x96",
         "--memory-lengths", "5,20", "--memory-grid", "4x6", "--agreement-frames", "3",
         "--device", "cpu", "--out", str(out),
@@ -40,16 +43,21 @@ def test_smoke_run_writes_json_table_and_plots(tmp_path):
     assert all(r["median_ms"] > 0 and r["runs"] == 2 and r["speedup"] > 0 for r in encoder)
     assert all(r["first_call_ms"] > 0 for r in encoder)  # compilation is reported apart
     assert {r["batch"] for r in encoder} == {1, 2}
-    assert [(r["implementation"], r["context"]) for r in data["propagation"]] == [
-        ("reference", "1+3"),
-        ("fast", "1+3"),
-        ("reference", "1+1"),
-        ("fast", "1+1"),
+    assert [(r["implementation"], r["features"], r["context"]) for r in data["propagation"]] == [
+        ("reference", "fp32", "1+3"),
+        ("fast", "fp32", "1+3"),
+        ("fast", "bf16-scores", "1+3"),
+        ("reference", "fp32", "1+1"),
+        ("fast", "fp32", "1+1"),
+        ("fast", "bf16-scores", "1+1"),
     ]
     assert data["propagation"][0]["speedup"] == 1.0 and data["propagation"][1]["speedup"] > 0
     assert data["end_to_end"][0]["video"] == "generated" and data["end_to_end"][0]["frames"] == 3
     assert {r["mode"] for r in data["end_to_end"]} == {"fast"}
-    assert all(r["fps_device_only"] > 0 for r in data["end_to_end"])
+    assert all(r["fps_compute_only"] > 0 for r in data["end_to_end"])
+    assert all(r["fps_device_only"] is None for r in data["end_to_end"])  # on a CPU, the same
+    # 3 frames never fill a context of 50: no steady-state figure rather than a wrong one
+    assert all(r["steady_fps_end_to_end"] is None for r in data["end_to_end"])
     if DAVIS2016.is_dir():  # a real sequence played forth and back to the requested length
         assert (
             data["end_to_end"][1]["frames"] == 3 and "blackswan" in data["end_to_end"][1]["video"]
@@ -66,9 +74,9 @@ def test_smoke_run_writes_json_table_and_plots(tmp_path):
     assert any(s["backend"] == "fast-triton" for s in data["skipped"])  # no GPU here
     table = (out / "latency.md").read_text()
     assert "| torch-eager-fp32 | 64x96 | 1 |" in table and "Skipped: tensorrt" in table
-    summary = table[table.index("**Summary**") :]
+    summary = table[table.index("**Summary** (targets for a 2-core CPU)") :]
     assert "| propagation 480p" not in summary  # 64x96 rows are not the 480p targets
-    assert "| encoder + propagation, device only, frames/s |" in summary
+    assert "|   over the whole video, frames/s |" in summary
     for plot in ("encoder.png", "propagation.png", "memory.png"):
         assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page = tmp_path / "performance.md"
@@ -142,3 +150,11 @@ def test_job_list_benchmark_smoke(tmp_path):
     assert [r["read_ahead"] for r in data["job_list"]] == [False, True]
     assert all(r["jobs"] == 2 and r["frames"] == 5 for r in data["job_list"])
     assert all(r["jobs_per_hour"] > 0 and r["frames_per_second"] > 0 for r in data["job_list"])
+
+
+def test_feature_settings_name_the_ranking_precision():
+    assert feature_setting("fp32") == ("fp32", True)
+    assert feature_setting("bf16") == ("bf16", True)  # bf16 features ranked by fp32 scores
+    assert feature_setting("bf16-scores") == ("bf16", False)
+    with pytest.raises(ValueError, match="bf16-ranked: not one of"):
+        feature_setting("bf16-ranked")

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from hvc_runtime.propagation import DensePropagator, FastPropagator, PropagationConfig
+from hvc_runtime.propagation.numerics import fast_score_matmul, half_aware_matmul, score_matmul
 from hvc_runtime.propagation.ranking import expand_multiplicity
 from hvc_runtime.propagation.window import within_radius
 
@@ -164,3 +165,41 @@ def test_a_triton_kernel_that_fails_to_build_falls_back_once(monkeypatch):
     assert_same(run(DensePropagator(cfg), features, given), fast)
     with pytest.raises(RuntimeError, match="unsupported toolchain"):
         run(FastPropagator(cfg, kernel="triton"), features, given)
+
+
+def test_tiles_shared_between_threads_rank_as_one_thread_does():
+    cfg = PropagationConfig(context_size=6)
+    features = drifting_features(10, 16, 20, 28, seed=8)
+    given = {0: blobs(2, 20, 28, seed=9)}
+    threads = torch.get_num_threads()
+    try:
+        results = []
+        for count in (1, 3):  # one thread; three, each scoring a share of the tiles
+            torch.set_num_threads(count)
+            with torch.inference_mode():  # thread-local: the workers must run in it too
+                results.append(run(FastPropagator(cfg, tile=4), features, given))
+    finally:
+        torch.set_num_threads(threads)
+    assert_same(*results)
+
+
+def test_fast_score_matmul_is_score_matmul():
+    generator = torch.Generator().manual_seed(3)
+    a, b = torch.randn(70, 33, generator=generator), torch.randn(50, 33, generator=generator)
+    expected = score_matmul(a, b.T, torch.float32)
+    torch.testing.assert_close(fast_score_matmul(a, b.T, torch.float32), expected)
+    torch.testing.assert_close(fast_score_matmul(a[::2], b[:7].T, torch.float32), expected[::2, :7])
+    half = fast_score_matmul(a.bfloat16(), b.T.bfloat16(), torch.float32)  # fp32 ranking
+    assert half.dtype == torch.float32
+
+
+def test_bf16_products_round_as_a_half_gemm_does():
+    """fp32 accumulation rounded to bf16 once, whether the CPU has bf16 instructions or not."""
+    generator = torch.Generator().manual_seed(4)
+    a = torch.randn(64, 256, generator=generator).bfloat16()
+    b = torch.randn(256, 48, generator=generator).bfloat16()
+    got = half_aware_matmul(a, b)
+    assert got.dtype == torch.bfloat16
+    expected = (a.float() @ b.float()).bfloat16().float()
+    # other summation orders may round to the neighbouring bf16 value, never further
+    torch.testing.assert_close(got.float(), expected, rtol=2**-7, atol=1e-6)

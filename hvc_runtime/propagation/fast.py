@@ -25,12 +25,13 @@ from __future__ import annotations
 import importlib.util
 import warnings
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import torch.nn.functional as F
 
 from hvc_runtime.propagation.config import PropagationConfig
-from hvc_runtime.propagation.numerics import score_matmul
+from hvc_runtime.propagation.numerics import fast_score_matmul, score_matmul
 from hvc_runtime.propagation.online import OnlinePropagator
 from hvc_runtime.propagation.ranking import expand_multiplicity
 from hvc_runtime.propagation.slots import SlotMemory, SlotStore
@@ -185,7 +186,7 @@ def long_term_topk(
     chunk = max(1, _CHUNK_BYTES // (keys.shape[1] * dtype.itemsize))
     values, cells = [], []
     for start in range(0, positions, chunk):
-        top = score_matmul(query[:, start : start + chunk].T, keys, dtype).topk(k, dim=1)
+        top = fast_score_matmul(query[:, start : start + chunk].T, keys, dtype).topk(k, dim=1)
         values.append(top.values)
         cells.append(top.indices)
     return torch.cat(values), torch.cat(cells)
@@ -208,7 +209,8 @@ def windowed_topk(
     Returns values [hw, k] (in `dtype`, default the features') and flat indices slot·hw +
     cell. Keys outside the window or the grid score -inf; they only surface when fewer than k
     real candidates exist, and then weigh nothing, as the reference's -1e10 entries. `group`
-    tiles are scored per step (default: one on CPU, as many as fit in 128 MB elsewhere).
+    tiles are scored per step (default: one on CPU, as many as fit in 128 MB elsewhere). On a
+    CPU the tiles are shared out between as many threads as PyTorch has, each on one core.
     """
     dtype = dtype or query.dtype
     dim, positions = query.shape
@@ -233,24 +235,41 @@ def windowed_topk(
     if group is None:  # CPUs: one tile at a time, no copies; GPUs: fewer, larger launches
         per_tile = side * side * frames * (dim + tile * tile) * dtype.itemsize
         group = 1 if slots.device.type == "cpu" else max(1, _CHUNK_BYTES // per_tile)
-    for start in range(0, windows.num_tiles, group):
-        stop = min(start + group, windows.num_tiles)
-        scores = _tile_scores(slots, tiles, windows, start, stop, dtype).view(
-            stop - start, cells, frames, -1
-        )
-        if any_absent:
-            scores.masked_fill_(absent, float("-inf"))
-        # two-stage top-k: only the k window cells with the best score over all frames can
-        # hold a top-k candidate, so rank cells first, then the frames of those cells
-        outside = windows.outside[start:stop]
-        best = scores.amax(2).masked_fill_(outside, float("-inf"))
-        top_cells = best.topk(cells_k, dim=1).indices  # [G, cells_k, B²]
-        picked = scores.gather(1, top_cells[:, :, None, :].expand(-1, -1, frames, -1))
-        picked.masked_fill_(outside.gather(1, top_cells)[:, :, None, :], float("-inf"))
-        top = picked.view(stop - start, -1, tile * tile).topk(unique_k, dim=1)
-        window_cell = top_cells.gather(1, top.indices // frames)
-        values[start:stop] = top.values
-        index[start:stop] = window_cell * frames + top.indices % frames
+    workers = torch.get_num_threads() if slots.device.type == "cpu" else 1
+
+    def rank(first: int, last: int) -> None:
+        for start in range(first, last, group):
+            stop = min(start + group, last)
+            scores = _tile_scores(slots, tiles, windows, start, stop, dtype).view(
+                stop - start, cells, frames, -1
+            )
+            if any_absent:
+                scores.masked_fill_(absent, float("-inf"))
+            # two-stage top-k: only the k window cells with the best score over all frames can
+            # hold a top-k candidate, so rank cells first, then the frames of those cells
+            outside = windows.outside[start:stop]
+            best = scores.amax(2).masked_fill_(outside, float("-inf"))
+            top_cells = best.topk(cells_k, dim=1).indices  # [G, cells_k, B²]
+            picked = scores.gather(1, top_cells[:, :, None, :].expand(-1, -1, frames, -1))
+            picked.masked_fill_(outside.gather(1, top_cells)[:, :, None, :], float("-inf"))
+            top = picked.view(stop - start, -1, tile * tile).topk(unique_k, dim=1)
+            window_cell = top_cells.gather(1, top.indices // frames)
+            values[start:stop] = top.values
+            index[start:stop] = window_cell * frames + top.indices % frames
+
+    if workers > 1:  # CPUs: a share of the tiles per core; small GEMMs scale poorly within one
+        bounds = [windows.num_tiles * w // workers for w in range(workers + 1)]
+        modes = torch.is_inference_mode_enabled(), torch.is_grad_enabled()  # thread-local
+
+        def rank_share(first: int, last: int) -> None:
+            torch.set_num_threads(1)
+            with torch.inference_mode(modes[0]), torch.set_grad_enabled(modes[1]):
+                rank(first, last)
+
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(rank_share, bounds[:-1], bounds[1:]))
+    else:
+        rank(0, windows.num_tiles)
     slot = windows.query_slot
     values = values.permute(0, 2, 1).reshape(-1, unique_k)[slot]  # [hw, k], sorted
     index = index.permute(0, 2, 1).reshape(-1, unique_k)[slot]
@@ -270,8 +289,8 @@ def _tile_scores(
 ) -> torch.Tensor:
     """Scores [G, B+2P, (B+2P)·U, B²] of tiles start..stop against the keys around them.
 
-    Each tile's keys are a strided view of the slot tensor. One tile is scored in place, band by
-    band (`row_bands`), skipping key-row/query-row pairs outside every disk: whatever those
+    Each tile's keys are a strided view of the slot tensor. One tile is scored in place, key row by
+    key row, each against the query rows of its band (`row_bands`), skipping key-row/query-row pairs outside every disk: whatever those
     entries hold is masked with `outside` before it can be selected. Several tiles are copied
     into one batch and scored whole.
     """
@@ -290,10 +309,12 @@ def _tile_scores(
     if stop - start > 1:
         regions = torch.stack([region(number) for number in range(start, stop)])
         return score_matmul(regions, tiles[start:stop, None], dtype)
-    keys, queries = region(start), tiles[start]
+    keys, query_rows = region(start), tiles[start].T.contiguous()
     scores = keys.new_empty(1, side, side * frames, tile * tile, dtype=dtype)
-    for a0, a1, q0, q1 in windows.row_bands:
-        scores[0, a0:a1, :, q0:q1] = score_matmul(keys[a0:a1], queries[:, q0:q1], dtype)
+    for a0, a1, q0, q1 in windows.row_bands:  # row by row: each key row is one dense matrix
+        band = query_rows[q0:q1].T  # a view whose transpose is dense: no copy per row
+        for a in range(a0, a1):
+            scores[0, a, :, q0:q1] = fast_score_matmul(keys[a], band, dtype)
     return scores
 
 
