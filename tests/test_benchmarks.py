@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from benchmarks.cases import feature_setting
 from benchmarks.latency import app
+from benchmarks.profile_propagation import app as profile_app
 from benchmarks.publish import END, START, update
 from tests.conftest import DAVIS2016
 
@@ -158,3 +159,13 @@ def test_feature_settings_name_the_ranking_precision():
     assert feature_setting("bf16-scores") == ("bf16", False)
     with pytest.raises(ValueError, match="bf16-ranked: not one of"):
         feature_setting("bf16-ranked")
+
+
+def test_profile_writes_the_operator_table(tmp_path):
+    out = tmp_path / "profile.md"
+    args = ["--size", "32x48", "--dim", "16", "--context", "3", "--out", str(out)]
+    result = CliRunner().invoke(profile_app, args)
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    assert text.startswith("# One frame of fast propagation: 32x48 (4×6 cells), 16-d, context 1+3")
+    assert "Self CPU" in text and "aten::topk" in text

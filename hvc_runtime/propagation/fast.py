@@ -25,6 +25,7 @@ from __future__ import annotations
 import importlib.util
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -258,16 +259,7 @@ def windowed_topk(
             index[start:stop] = window_cell * frames + top.indices % frames
 
     if workers > 1:  # CPUs: a share of the tiles per core; small GEMMs scale poorly within one
-        bounds = [windows.num_tiles * w // workers for w in range(workers + 1)]
-        modes = torch.is_inference_mode_enabled(), torch.is_grad_enabled()  # thread-local
-
-        def rank_share(first: int, last: int) -> None:
-            torch.set_num_threads(1)
-            with torch.inference_mode(modes[0]), torch.set_grad_enabled(modes[1]):
-                rank(first, last)
-
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(rank_share, bounds[:-1], bounds[1:]))
+        _split_between_cores(rank, windows.num_tiles, workers)
     else:
         rank(0, windows.num_tiles)
     slot = windows.query_slot
@@ -277,6 +269,22 @@ def windowed_topk(
     tile_of_query = slot // (tile * tile)
     cell = windows.key_cell[tile_of_query[:, None], window_cell]
     return expand_multiplicity(values, frame * positions + cell, multiplicity[frame], k)
+
+
+def _split_between_cores(work: Callable[[int, int], None], count: int, workers: int) -> None:
+    """`work(first, last)` over shares of range(count), one thread of one core per share.
+
+    Grad and inference modes are per thread: each worker takes the caller's."""
+    bounds = [count * w // workers for w in range(workers + 1)]
+    modes = torch.is_inference_mode_enabled(), torch.is_grad_enabled()
+
+    def share(first: int, last: int) -> None:
+        torch.set_num_threads(1)  # this thread's own setting; the caller's stays as it is
+        with torch.inference_mode(modes[0]), torch.set_grad_enabled(modes[1]):
+            work(first, last)
+
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(share, bounds[:-1], bounds[1:]))
 
 
 def _tile_scores(
@@ -289,10 +297,10 @@ def _tile_scores(
 ) -> torch.Tensor:
     """Scores [G, B+2P, (B+2P)·U, B²] of tiles start..stop against the keys around them.
 
-    Each tile's keys are a strided view of the slot tensor. One tile is scored in place, key row by
-    key row, each against the query rows of its band (`row_bands`), skipping key-row/query-row pairs outside every disk: whatever those
-    entries hold is masked with `outside` before it can be selected. Several tiles are copied
-    into one batch and scored whole.
+    Each tile's keys are a strided view of the slot tensor. One tile is scored in place, key row
+    by key row, each against the query rows of its band (`row_bands`), skipping key-row/query-row
+    pairs outside every disk: whatever those entries hold is masked with `outside` before it can
+    be selected. Several tiles are copied into one batch and scored whole.
     """
     _, key_w, frames, dim = slots.shape
     tile, side = windows.tile, windows.tile + 2 * windows.margin
