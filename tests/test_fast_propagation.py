@@ -191,6 +191,7 @@ def test_fast_score_matmul_is_score_matmul():
     torch.testing.assert_close(fast_score_matmul(a[::2], b[:7].T, torch.float32), expected[::2, :7])
     half = fast_score_matmul(a.bfloat16(), b.T.bfloat16(), torch.float32)  # fp32 ranking
     assert half.dtype == torch.float32
+    assert fast_score_matmul(a.requires_grad_(), b.T, torch.float32).grad_fn is not None
 
 
 def test_bf16_products_round_as_a_half_gemm_does():

@@ -32,9 +32,10 @@ def fast_score_matmul(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype) -> t
     """`score_matmul` for 2-D operands, faster on CPUs: fp32 products go through oneDNN's fp32
     GEMM (IEEE fp32, no reduced-precision shortcut), which uses AVX-512 where the BLAS behind
     `@` may not (on an AMD EPYC, about a quarter faster on the fast mode's key rows). Other
-    devices and dtypes: `score_matmul` itself."""
+    devices, dtypes and tensors that need gradients: `score_matmul` itself."""
     fp32 = a.dtype == b.dtype == dtype == torch.float32
-    if a.device.type == "cpu" and fp32 and onednn_fp32_linear_works():
+    graph = torch.is_grad_enabled() and (a.requires_grad or b.requires_grad)
+    if a.device.type == "cpu" and fp32 and not graph and onednn_fp32_linear_works():
         return _onednn_linear(a.contiguous(), b.T.contiguous())
     return score_matmul(a, b, dtype)
 
@@ -53,6 +54,6 @@ def onednn_fp32_linear_works() -> bool:
     rows, weight = (torch.randn(shape, generator=generator) for shape in ((67, 40), (9, 40)))
     try:
         result = _onednn_linear(rows, weight)
-    except (RuntimeError, AttributeError):
+    except (RuntimeError, AttributeError, NotImplementedError):
         return False
     return result.dtype == torch.float32 and torch.allclose(result, rows @ weight.T, atol=1e-4)
