@@ -1,9 +1,10 @@
-"""What a result was measured on: device, driver, library versions, git revision."""
+"""What a result was measured on and when: device, driver, library versions, git revision, date."""
 
 from __future__ import annotations
 
 import platform
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
@@ -13,6 +14,7 @@ from hvc_runtime.utils.provenance import git_revision, library_versions
 
 def describe(device: torch.device) -> dict:
     info = {
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "device": device.type,
         "python": platform.python_version(),
         "platform": platform.platform(),

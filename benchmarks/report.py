@@ -33,12 +33,17 @@ def _table(rows: list[dict], columns: list[tuple[str, str]]) -> list[str]:
     return [*lines, ""]
 
 
+def _on_date(env: dict) -> str:
+    """ ", on YYYY-MM-DD" where the run recorded its date (runs before it did not)."""
+    return f", on {env['measured_at'][:10]}" if "measured_at" in env else ""
+
+
 def markdown(results: dict) -> str:
     env = results["environment"]
     lines = [
         f"Measured on **{env.get('device_name', env['device'])}** ({env['device']}, "
         f"{env['cpu_threads']} CPU threads), torch {env['versions'].get('torch')}, "
-        f"git {env['git_revision'][:10]}. Median of {results['settings']['runs']} runs after "
+        f"git {env['git_revision'][:10]}{_on_date(env)}. Median of {results['settings']['runs']} runs after "
         f"{results['settings']['warmup']} warm-up; speed-ups are against the baseline of the same run.",
         "",
     ]

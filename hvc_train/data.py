@@ -50,23 +50,40 @@ def _video_root(root: Path) -> Path:
     return resolutions[0] if resolutions else images
 
 
+def _split_names(root: Path, split: str) -> list[str]:
+    """The videos of ImageSets list `split`; a name two lists share (DAVIS-2017 keeps 2016/ and
+    2017/ lists of the same names) must be qualified (`2017/train`) rather than guessed."""
+    lists = sorted(root.glob(f"ImageSets/**/{split}.txt"))
+    if not lists:
+        raise HvcError(f"{root}: no ImageSets list for split '{split}'")
+    if len(lists) > 1:
+        found = ", ".join(str(p.relative_to(root / "ImageSets").with_suffix("")) for p in lists)
+        raise HvcError(
+            f"{root}: split '{split}' matches several ImageSets lists ({found}); name one"
+        )
+    return [n.strip() for n in lists[0].read_text().splitlines() if n.strip()]
+
+
 def index_videos(root: Path, split: str | None = None) -> FrameIndex:
     """DAVIS (`JPEGImages/480p/<video>`) or YouTube-VOS (`JPEGImages/<video>`) frame folders."""
     base = _video_root(Path(root))
     if split is not None:
-        lists = list(Path(root).glob(f"ImageSets/**/{split}.txt"))
-        if not lists:
-            raise HvcError(f"{root}: no ImageSets list for split '{split}'")
-        names = [n.strip() for n in lists[0].read_text().splitlines() if n.strip()]
+        names = _split_names(Path(root), split)
     else:
         names = sorted(p.name for p in base.iterdir() if p.is_dir())
     files: list[Path] = []
     groups: list[list[int]] = []
+    empty: list[str] = []
     for name in names:
         frames = _images_under(base / name)
         if frames:
             groups.append(list(range(len(files), len(files) + len(frames))))
             files.extend(frames)
+        else:
+            empty.append(name)
+    if split is not None and empty:  # a listed video without frames would shrink the data unnoticed
+        shown = ", ".join(empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
+        raise HvcError(f"{root}: split '{split}' lists videos with no frames under {base}: {shown}")
     if not files:
         raise HvcError(f"{root}: no frames found under {base}")
     return FrameIndex(files, groups, [True] * len(groups))

@@ -35,6 +35,8 @@ def test_smoke_run_writes_json_table_and_plots(tmp_path):
     assert result.exit_code == 0, result.stderr
     data = json.loads((out / "latency.json").read_text())
     assert data["environment"]["device"] == "cpu" and data["environment"]["versions"]["torch"]
+    measured_on = data["environment"]["measured_at"][:10]
+    assert f"on {measured_on}" in (out / "latency.md").read_text()
     encoder = data["encoder"]
     assert {r["backend"] for r in encoder} == {
         "torch-eager-fp32",

@@ -29,7 +29,7 @@ from torchvision.models import resnet18
 
 from hvc_export.exporter import ExportRequest, default_artifact_path, export
 from hvc_export.graph import ShapeRange
-from hvc_runtime.cli import run_app
+from hvc_runtime.cli import demo, run_app
 from hvc_runtime.encoder.artifacts import read_manifest
 from hvc_runtime.encoder.checkpoints import load_encoder
 from hvc_runtime.encoder.network import StrideEightResNet
@@ -398,7 +398,7 @@ def test_the_registry_lists_the_published_files():
     assert (moco.download.checksum.algorithm, moco.download.checksum.prefix) == ("md5", "b251726a")
 
 
-def test_the_cache_folder_follows_hvc_home_then_xdg(monkeypatch, tmp_path):
+def test_the_cache_folders_follow_hvc_home_then_xdg(monkeypatch, tmp_path):
     monkeypatch.delenv("HVC_HOME", raising=False)
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "user"))
@@ -407,6 +407,7 @@ def test_the_cache_folder_follows_hvc_home_then_xdg(monkeypatch, tmp_path):
     assert weights_folder() == tmp_path / "xdg" / "hvc" / "weights"
     monkeypatch.setenv("HVC_HOME", str(tmp_path / "hvc"))
     assert weights_folder() == tmp_path / "hvc" / "weights"
+    assert demo.cache_dir() == tmp_path / "hvc" / f"demo-v{demo.DEMO_VERSION}"  # one home for both
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from hvc_runtime.utils.errors import HvcError
 from hvc_train.augment import recolour
 from hvc_train.checkpointing import load_checkpoint
 from hvc_train.cli import main as cli_main
@@ -140,3 +143,20 @@ def test_every_config_key_has_a_flag():
     flags = set(inspect.signature(cli_main).parameters)
     assert {f.name for f in dataclasses.fields(TrainConfig)} <= flags
     assert "recipe" in flags
+
+
+def test_split_lists_are_taken_whole_and_never_guessed(videos, tmp_path):
+    root = Path(shutil.copytree(videos, tmp_path / "davis"))
+    sets = root / "ImageSets"
+    (sets / "2016").mkdir(parents=True)
+    (sets / "2016" / "train.txt").write_text("video0\nvideo2\n")
+    assert len(index_videos(root, "train").groups) == 2
+    with pytest.raises(HvcError, match="no ImageSets list for split 'val'"):
+        index_videos(root, "val")
+    (sets / "2017").mkdir()
+    (sets / "2017" / "train.txt").write_text("video1\nvideo0\nmissing-a\nmissing-b\n")
+    with pytest.raises(HvcError, match=r"several ImageSets lists \(2016/train, 2017/train\)"):
+        index_videos(root, "train")
+    assert len(index_videos(root, "2016/train").groups) == 2
+    with pytest.raises(HvcError, match=r"lists videos with no frames .*: missing-a, missing-b$"):
+        index_videos(root, "2017/train")

@@ -1,12 +1,11 @@
 """The embedded demo: a small synthetic clip with two moving textured objects and its first mask.
 
 Generated deterministically on first use (no footage to license, nothing large in the repo) and
-cached under the user's cache folder.
+cached under the user's hvc folder (`hvc_runtime.utils.cache.hvc_home`).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import cv2
@@ -14,14 +13,14 @@ import numpy as np
 
 from hvc_runtime.io.masks import write_palette_png
 from hvc_runtime.utils.atomic import atomic_path
+from hvc_runtime.utils.cache import hvc_home
 
 DEMO_VERSION = 1
 WIDTH, HEIGHT, FRAMES, FPS = 320, 240, 40, 12.0
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "hvc" / f"demo-v{DEMO_VERSION}"
+    return hvc_home() / f"demo-v{DEMO_VERSION}"
 
 
 def _texture(rng: np.random.Generator, height: int, width: int, cells: int) -> np.ndarray:

@@ -14,10 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hvc_runtime.utils.atomic import atomic_path
+from hvc_runtime.utils.cache import HOME_VARIABLE, hvc_home
 from hvc_runtime.utils.errors import HvcError
 from hvc_runtime.utils.locks import FolderLock
 
-HOME_VARIABLE = "HVC_HOME"
 RECORD_SUFFIX = ".sha256"
 _LOCK = ".lock"
 _BLOCK = 1 << 20
@@ -25,10 +25,7 @@ _BLOCK = 1 << 20
 
 def weights_folder() -> Path:
     """`$HVC_HOME/weights`, else `$XDG_CACHE_HOME/hvc/weights`, else `~/.cache/hvc/weights`."""
-    if os.environ.get(HOME_VARIABLE):
-        return Path(os.environ[HOME_VARIABLE]).expanduser() / "weights"
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "hvc" / "weights"
+    return hvc_home() / "weights"
 
 
 def file_digests(path: Path, *algorithms: str) -> dict[str, str]:
