@@ -11,6 +11,7 @@ them). Writes agreement.json and agreement.md into --out.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -75,6 +76,11 @@ def agreement_rows(
     return rows
 
 
+def _percent(share: float) -> str:
+    """Four decimals, rounded down: a single differing pixel never reads as 100%."""
+    return f"{math.floor(share * 1e4) / 1e4:.4f}"
+
+
 def markdown(results: dict) -> str:
     env = results["environment"]
     lines = [
@@ -87,13 +93,13 @@ def markdown(results: dict) -> str:
     ]
     for row in results["videos"]:
         lines.append(
-            f"| {row['video']} | {row['frames']} | {row['pixel_agreement_pct']:.3f} | "
-            f"{row['jf_baseline']:.2f} | {row['jf_candidate']:.2f} | {row['jf_difference']:+.3f} |"
+            f"| {row['video']} | {row['frames']} | {_percent(row['pixel_agreement_pct'])} | "
+            f"{row['jf_baseline']:.2f} | {row['jf_candidate']:.2f} | {row['jf_difference']:+.4f} |"
         )
     mean = results["mean"]
     lines.append(
-        f"| **mean** | {mean['frames']} | {mean['pixel_agreement_pct']:.3f} | "
-        f"{mean['jf_baseline']:.2f} | {mean['jf_candidate']:.2f} | {mean['jf_difference']:+.3f} |"
+        f"| **mean** | {mean['frames']} | {_percent(mean['pixel_agreement_pct'])} | "
+        f"{mean['jf_baseline']:.2f} | {mean['jf_candidate']:.2f} | {mean['jf_difference']:+.4f} |"
     )
     return "\n".join(lines) + "\n"
 

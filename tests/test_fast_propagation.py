@@ -9,9 +9,10 @@ import torch
 import torch.nn.functional as F
 
 from hvc_runtime.propagation import DensePropagator, FastPropagator, PropagationConfig
+from hvc_runtime.propagation.fast import windowed_topk
 from hvc_runtime.propagation.numerics import fast_score_matmul, half_aware_matmul, score_matmul
 from hvc_runtime.propagation.ranking import expand_multiplicity
-from hvc_runtime.propagation.window import within_radius
+from hvc_runtime.propagation.window import tile_windows, within_radius
 
 
 def drifting_features(frames, dim, height, width, seed, dtype=torch.float32):
@@ -204,3 +205,25 @@ def test_bf16_products_round_as_a_half_gemm_does():
     expected = (a.float() @ b.float()).bfloat16().float()
     # other summation orders may round to the neighbouring bf16 value, never further
     torch.testing.assert_close(got.float(), expected, rtol=2**-7, atol=1e-6)
+
+
+def test_top_k_gradients_with_three_threads_equal_one_threads():
+    """Autograd's in-place writes are not thread-safe, so a graph is built on one thread only;
+    the gradients equal one thread's."""
+    windows = tile_windows(9, 11, 3.0, 4, torch.device("cpu"))
+    generator = torch.Generator().manual_seed(3)
+    query = torch.randn(8, 9 * 11, generator=generator)
+    slots = torch.randn(*windows.padded_key_shape, 3, 8, generator=generator)
+    threads = torch.get_num_threads()
+    grads = []
+    try:
+        for count in (1, 3):
+            torch.set_num_threads(count)
+            leaf = query.clone().requires_grad_()
+            values, _ = windowed_topk(leaf, slots, [1, 2, 1], windows, k=5)
+            values.square().sum().backward()
+            grads.append(leaf.grad)
+    finally:
+        torch.set_num_threads(threads)
+    assert grads[0].abs().sum() > 0
+    torch.testing.assert_close(grads[1], grads[0], rtol=0, atol=0)

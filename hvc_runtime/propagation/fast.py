@@ -236,7 +236,9 @@ def windowed_topk(
     if group is None:  # CPUs: one tile at a time, no copies; GPUs: fewer, larger launches
         per_tile = side * side * frames * (dim + tile * tile) * dtype.itemsize
         group = 1 if slots.device.type == "cpu" else max(1, _CHUNK_BYTES // per_tile)
-    workers = torch.get_num_threads() if slots.device.type == "cpu" else 1
+    # autograd's in-place writes into `values` are not thread-safe: a graph is built on one thread
+    graph = torch.is_grad_enabled() and (slots.requires_grad or tiles.requires_grad)
+    workers = torch.get_num_threads() if slots.device.type == "cpu" and not graph else 1
 
     def rank(first: int, last: int) -> None:
         for start in range(first, last, group):
@@ -272,7 +274,8 @@ def windowed_topk(
 
 
 def _split_between_cores(work: Callable[[int, int], None], count: int, workers: int) -> None:
-    """`work(first, last)` over shares of range(count), one thread of one core per share.
+    """`work(first, last)` over shares of range(count), each share on a thread of its own that
+    runs one intra-op thread.
 
     Grad and inference modes are per thread: each worker takes the caller's."""
     bounds = [count * w // workers for w in range(workers + 1)]

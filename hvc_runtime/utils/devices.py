@@ -30,7 +30,6 @@ def resolve_device(name: str | torch.device) -> torch.device:
 
 
 @functools.cache
-@functools.cache
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 matrix products in hardware (AVX-512 BF16 or AMX).
 
