@@ -3,6 +3,7 @@ boundary with a checkpoint that resumes exactly, and a second signal stops it at
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -34,6 +35,7 @@ class Training:
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             text=True,
+            start_new_session=True,  # its own process group, as a scheduler's job
         )
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
@@ -90,6 +92,18 @@ def test_sigterm_checkpoints_at_a_step_boundary_and_resume_matches(images, tmp_p
     a = load_checkpoint(out / "checkpoint.pt")["model"]
     b = load_checkpoint(tmp_path / "whole" / "checkpoint.pt")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_sigterm_to_the_whole_process_group_still_stops_at_a_step_boundary(images, tmp_path):
+    """As a scheduler (or `kill -- -PGID`) sends it: the data workers get it too."""
+    out = tmp_path / "run"
+    training = Training(*run_args(images, out, size=32, batch=2, workers=2))
+    training.wait_for_line("step 2/400")
+    os.killpg(training.process.pid, signal.SIGTERM)
+    code, last = training.finish()
+    assert code == 143, "\n".join(training.lines)
+    assert last.startswith("interrupted (SIGTERM): stopped after step "), "\n".join(training.lines)
+    assert load_checkpoint(out / "checkpoint.pt")["step"] >= 2
 
 
 def test_a_second_sigint_stops_at_once(images, tmp_path):
