@@ -4,7 +4,7 @@ inference encoder is exported at the end."""
 
 from __future__ import annotations
 
-import signal
+import os
 import time
 import warnings
 from collections.abc import Callable
@@ -48,16 +48,9 @@ from hvc_train.rundir import (
     run_folder,
 )
 from hvc_train.trainer import Trainer
+from hvc_train.worker_signals import stop_signals_only_from
 
 PROBE_FRAMES = 8  # frames of the fixed batch the health figures are measured on
-
-
-def _leave_stop_signals_to_the_trainer(_worker_id: int) -> None:
-    """A scheduler's SIGTERM (or a terminal's SIGINT) reaches the whole process group; a data
-    worker that died of it would crash the trainer mid-step instead of letting it stop at a
-    step boundary with a checkpoint. The trainer shuts its workers down as it exits."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @dataclass
@@ -210,7 +203,7 @@ class _RunLoop:
             batch_sampler=self.stream,
             num_workers=self.config.workers,
             pin_memory=self.device.type == "cuda",
-            worker_init_fn=_leave_stop_signals_to_the_trainer,
+            worker_init_fn=stop_signals_only_from(os.getpid()),
         )  # iterated once for the whole run: its workers serve every epoch
         tensorboard = self.run_dir / TENSORBOARD if self.context.is_main else None
         reporter = Reporter(tensorboard, self.show, self.last_step, self.step)

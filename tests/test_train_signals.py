@@ -117,3 +117,28 @@ def test_a_second_sigint_stops_at_once(images, tmp_path):
     assert code == 130, "\n".join(training.lines)
     assert last == "interrupted (SIGINT): stopped at once during step 2; no checkpoint was written"
     assert not out.exists()  # a run without a checkpoint leaves nothing behind
+
+
+EXIT_WITH_A_LIVE_WORKER = """
+import torch
+from torch.utils.data import DataLoader
+from hvc_train.worker_signals import stop_signals_only_from
+import os
+loader = DataLoader(range(1000), batch_size=1, num_workers=1,
+                    worker_init_fn=stop_signals_only_from(os.getpid()))
+batches = iter(loader)
+next(batches)  # a worker is running; `batches` stays alive until the interpreter exits
+print("serving", flush=True)
+"""
+
+
+def test_a_process_that_exits_with_a_worker_alive_still_exits():
+    """multiprocessing ends live workers at exit with the owner's SIGTERM; a worker that
+    ignored it would leave the owner waiting forever."""
+    done = subprocess.run(
+        [sys.executable, "-c", EXIT_WITH_A_LIVE_WORKER],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert done.returncode == 0 and done.stdout == "serving\n", done.stderr
