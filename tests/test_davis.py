@@ -93,6 +93,15 @@ def test_evaluation_errors(tmp_path):
         DavisDataset(tmp_path)
 
 
+def test_a_split_list_naming_unannotated_sequences_is_one_error(tmp_path):
+    make_dataset(tmp_path / "davis", ["a"])
+    (tmp_path / "davis" / "ImageSets" / "2017" / "val.txt").write_text("a\nghost\n")
+    with pytest.raises(HvcError, match=r"Annotations/480p: no annotations for ghost$"):
+        DavisDataset(tmp_path / "davis").sequences("val")
+    with pytest.raises(HvcError, match="no ImageSets list for split 'test'"):
+        DavisDataset(tmp_path / "davis").sequences("test")
+
+
 @pytest.mark.realdata
 def test_agrees_with_vos_benchmark_on_davis2016_val(tmp_path):
     """Two objects per sequence (the DAVIS-2016 object split at its median column), predictions

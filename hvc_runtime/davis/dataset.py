@@ -53,10 +53,10 @@ class DavisDataset:
     def sequences(self, split: str | None = None) -> list[str]:
         """Sequence names from `ImageSets/.../<split>.txt`, or every annotated sequence."""
         if split is not None:
-            listing = self.split_file(split)
-            if listing is None:
+            split_list = self.split_file(split)
+            if split_list is None:
                 raise HvcError(f"{self.root}: no ImageSets list for split '{split}'")
-            names = [line.strip() for line in listing.read_text().splitlines() if line.strip()]
+            names = [line.strip() for line in split_list.read_text().splitlines() if line.strip()]
         else:
             names = sorted(p.name for p in self.annotation_root.iterdir() if p.is_dir())
         missing = [n for n in names if not self.annotations_dir(n).is_dir()]
