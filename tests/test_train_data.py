@@ -124,7 +124,8 @@ def test_recipes_and_their_layers(tmp_path):
     assert load_config(None, {}, base=saved) == dataclasses.replace(official, seed=9)
     cpu = load_config(None, {"recipe": "cpu"})  # the official objective at a CPU's scale
     assert dataclasses.replace(cpu, **{k: getattr(official, k) for k in CPU}) == official
-    assert (cpu.image_size, cpu.batch_size, cpu.channels_last, cpu.amp) == (128, 32, True, "auto")
+    assert (cpu.image_size, cpu.batch_size, cpu.channels_last, cpu.amp) == (192, 32, True, "auto")
+    assert (official.projector_layer, cpu.projector_layer) == ("layer4", "layer3")
 
 
 def test_default_trains_in_the_default_memory_layout():
