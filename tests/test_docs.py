@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -84,6 +85,25 @@ def command_options() -> dict[str, set[str]]:
         flags = {flag for param in command.params for flag in (*param.opts, *param.secondary_opts)}
         found[name] = {flag for flag in flags if flag.startswith("--")} | {"--help"}  # click's
     return found
+
+
+def test_every_commands_help_uses_100_columns_on_a_wide_terminal():
+    """Help is laid out for 100 columns however wide the terminal (not click's 80, not the
+    terminal's 200), in plain text."""
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    for name, target in scripts.items():
+        module, _, attribute = target.partition(":")
+        launch = (
+            f"import sys; sys.argv[0] = {name!r}; from {module} import {attribute}; {attribute}()"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", launch, "--help"],
+            capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"},
+        )  # fmt: skip
+        assert done.returncode == 0, (name, done.stderr)
+        widths = [len(line) for line in done.stdout.splitlines()]
+        assert 80 < max(widths) <= 100, (name, max(widths))
+        assert "─" not in done.stdout, f"{name}: help drawn in boxes, not plain text"
 
 
 def named_options(tokens: list[str]) -> list[str]:
