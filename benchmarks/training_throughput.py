@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader
 
 from benchmarks.environment import describe
 from hvc_runtime.cli.terminal import user_errors
+from hvc_runtime.utils.atomic import atomic_path
 from hvc_runtime.utils.devices import cpu_has_native_bf16
 from hvc_train.config import TrainConfig
 from hvc_train.data import BatchStream, CropPairDataset
@@ -48,6 +49,13 @@ SETTINGS: dict[str, dict[str, Any]] = {
         "channels_last": True,
         "workers": 1,
         "projector_layer": "layer3",
+    },
+    "--recipe cpu: as above at 192-px crops": {
+        "amp": "bf16",
+        "channels_last": True,
+        "workers": 1,
+        "projector_layer": "layer3",
+        "image_size": 192,
     },
 }
 FOLLOWERS: dict[str, dict[str, Any]] = {
@@ -185,9 +193,13 @@ def main(
             }
             console.print(f"follow {name}: done")
         out.mkdir(parents=True, exist_ok=True)
-        (out / "throughput.json").write_text(json.dumps(record, indent=1) + "\n")
         report = markdown(record)
-        (out / "throughput.md").write_text(report)
+        for name, text in (
+            ("throughput.json", json.dumps(record, indent=1) + "\n"),
+            ("throughput.md", report),
+        ):
+            with atomic_path(out / name) as tmp:
+                tmp.write_text(text)
         print(report)
 
 

@@ -171,3 +171,24 @@ def test_profile_writes_the_operator_table(tmp_path):
     text = out.read_text()
     assert text.startswith("# One frame of fast propagation: 32x48 (4×6 cells), 16-d, context 1+3")
     assert "Self CPU" in text and "aten::topk" in text
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_training_throughput_smoke_times_every_setting_and_writes_both_reports(tmp_path):
+    from benchmarks.training_throughput import SETTINGS
+    from benchmarks.training_throughput import app as throughput_app
+
+    args = ["--videos", str(DAVIS2016), "--image-size", "32", "--batch-size", "2"]
+    args += ["--steps", "1", "--data-batches", "1", "--follow-steps", "4", "--follow-size", "32"]
+    args += ["--follow-batch", "2", "--out", str(tmp_path)]
+    result = CliRunner().invoke(throughput_app, args)
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "throughput.json").read_text())
+    assert list(record["speed"]) == list(SETTINGS)
+    assert all(rate > 0 for rate in record["speed"].values())
+    assert set(record["data"]) == {"0", "1", "2"} and all(r > 0 for r in record["data"].values())
+    assert list(record["follow"]) == ["fp32", "bf16 channels-last"]
+    assert all(len(f["loss_windows"]) == 4 for f in record["follow"].values())
+    table = (tmp_path / "throughput.md").read_text()
+    assert all(f"| {name} |" in table for name in SETTINGS)
