@@ -33,6 +33,7 @@ from hvc_runtime.utils.devices import cpu_has_native_bf16
 from hvc_train.config import TrainConfig
 from hvc_train.data import BatchStream, CropPairDataset
 from hvc_train.loop import build_index, train
+from hvc_train.recipes import CPU
 
 console = Console(stderr=True)
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -50,12 +51,10 @@ SETTINGS: dict[str, dict[str, Any]] = {
         "workers": 1,
         "projector_layer": "layer3",
     },
+    # the recipe's own values (its `amp = "auto"` is bf16 where the CPU has it natively)
     "--recipe cpu: as above at 192-px crops": {
-        "amp": "bf16",
-        "channels_last": True,
-        "workers": 1,
-        "projector_layer": "layer3",
-        "image_size": 192,
+        key: CPU[key]
+        for key in ("amp", "channels_last", "workers", "projector_layer", "image_size")
     },
 }
 FOLLOWERS: dict[str, dict[str, Any]] = {

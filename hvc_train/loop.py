@@ -48,7 +48,7 @@ from hvc_train.rundir import (
     run_folder,
 )
 from hvc_train.trainer import Trainer
-from hvc_train.worker_signals import stop_signals_only_from
+from hvc_train.worker_signals import start_workers, stop_signals_only_from
 
 PROBE_FRAMES = 8  # frames of the fixed batch the health figures are measured on
 
@@ -213,7 +213,7 @@ class _RunLoop:
                 with graceful_stop() as stop:
                     if self.probe is not None and self.step == 0:
                         self._health(reporter)
-                    self._steps(iter(loader), reporter, stop)
+                    self._steps(start_workers(loader), reporter, stop)
             except Interrupted as interrupted:
                 if interrupted.detail:
                     raise

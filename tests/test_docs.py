@@ -87,6 +87,7 @@ def command_options() -> dict[str, set[str]]:
     return found
 
 
+@pytest.mark.slow
 def test_every_commands_help_uses_100_columns_on_a_wide_terminal():
     """Help is laid out for 100 columns however wide the terminal (not click's 80, not the
     terminal's 200), in plain text."""

@@ -94,15 +94,20 @@ def test_sigterm_checkpoints_at_a_step_boundary_and_resume_matches(images, tmp_p
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_sigterm_to_the_whole_process_group_still_stops_at_a_step_boundary(images, tmp_path):
-    """As a scheduler (or `kill -- -PGID`) sends it: the data workers get it too."""
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_stop_signal_to_the_whole_process_group_stops_at_a_step_boundary(
+    images, tmp_path, signum, code
+):
+    """As a scheduler (`kill -- -PGID`) or a terminal's Ctrl-C sends it: the data workers get
+    it too."""
     out = tmp_path / "run"
     training = Training(*run_args(images, out, size=32, batch=2, workers=2))
     training.wait_for_line("step 2/400")
-    os.killpg(training.process.pid, signal.SIGTERM)
-    code, last = training.finish()
-    assert code == 143, "\n".join(training.lines)
-    assert last.startswith("interrupted (SIGTERM): stopped after step "), "\n".join(training.lines)
+    os.killpg(training.process.pid, signum)
+    exit_code, last = training.finish()
+    assert exit_code == code, "\n".join(training.lines)
+    expected = f"interrupted ({signal.Signals(signum).name}): stopped after step "
+    assert last.startswith(expected), "\n".join(training.lines)
     assert load_checkpoint(out / "checkpoint.pt")["step"] >= 2
 
 
@@ -120,7 +125,6 @@ def test_a_second_sigint_stops_at_once(images, tmp_path):
 
 
 EXIT_WITH_A_LIVE_WORKER = """
-import torch
 from torch.utils.data import DataLoader
 from hvc_train.worker_signals import stop_signals_only_from
 import os
