@@ -175,6 +175,9 @@ def test_profile_writes_the_operator_table(tmp_path):
 
 @pytest.mark.realdata
 @pytest.mark.slow
+@pytest.mark.filterwarnings(
+    "ignore:This DataLoader will create 4 worker processes"
+)  # the old default
 def test_training_throughput_smoke_times_every_setting_and_writes_both_reports(tmp_path):
     from benchmarks.training_throughput import SETTINGS
     from benchmarks.training_throughput import app as throughput_app
