@@ -502,6 +502,33 @@ def test_hvc_run_takes_names_and_urls_and_records_them(published, mirror, clip, 
     assert_one_line_error(code, stderr, "--checkpoint moco-v1: MoCo-v1 ResNet-50")
 
 
+def test_hvc_export_and_hvc_eval_take_names_at_the_command_line(published, mirror, tmp_path):
+    from PIL import Image
+
+    from hvc_export.cli import app as export_app
+    from hvc_runtime.cli import eval_app
+    from tests.conftest import smooth_texture
+    from tests.test_davis import make_dataset
+
+    out = tmp_path / "enc.pt"
+    shapes = ["--min-shape", "64x64", "--opt-shape", "64x96", "--max-shape", "128x160"]
+    code, _, stderr = run_cli(
+        export_app, ["hvc-ytb", "--format", "torchscript", "--out", out, *shapes]
+    )
+    assert code == 0, stderr
+    assert read_manifest(out).weights["checkpoint"]["name"] == "hvc-ytb"
+
+    make_dataset(tmp_path / "davis", ["a"])
+    frames = tmp_path / "davis" / "JPEGImages" / "480p" / "a"
+    for t in range(6):  # the frames make_dataset annotates
+        Image.fromarray(smooth_texture(40, 60, seed=t % 2)).save(frames / f"{t:05d}.jpg")
+    results = tmp_path / "results"
+    args = [results, "--davis", tmp_path / "davis", "--run", "--device", "cpu"]
+    code, _, stderr = run_cli(eval_app, [*args, "--checkpoint", "hvc-ytb"])
+    assert code == 0, stderr
+    assert f"official-format checkpoint hvc-ytb (sha256 {published['sha']})" in stderr
+
+
 def test_hvc_run_help_lists_the_names():
     code, stdout, _ = run_cli(run_app, ["--help"])
     text = " ".join(stdout.split())
