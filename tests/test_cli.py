@@ -147,12 +147,9 @@ def test_unavailable_device_and_bad_settings(clip, tmp_path):
 
 
 def test_eval_run_on_a_generated_dataset(tmp_path):
-    from tests.test_davis import make_dataset
+    from tests.test_davis import make_dataset_with_frames
 
-    make_dataset(tmp_path / "davis", ["a"])
-    frames = tmp_path / "davis" / "JPEGImages" / "480p" / "a"
-    for t in range(6):
-        Image.fromarray(smooth_texture(40, 60, seed=t % 2)).save(frames / f"{t:05d}.jpg")
+    make_dataset_with_frames(tmp_path / "davis", ["a"])
     results = tmp_path / "results"
     code, stdout, stderr = run_cli(
         eval_app, [results, "--davis", tmp_path / "davis", "--run", "--device", "cpu"]
@@ -167,14 +164,10 @@ def test_eval_run_on_a_generated_dataset(tmp_path):
 def test_eval_run_under_torchrun_splits_sequences_and_merges_scores(tmp_path):
     """Two processes (gloo on CPU) write disjoint shards; rank 0 scores them all, and the
     scores equal a single-process run's."""
-    from tests.test_davis import make_dataset
+    from tests.test_davis import make_dataset_with_frames
 
     names = ["a", "b", "c"]
-    make_dataset(tmp_path / "davis", names)
-    for seed, name in enumerate(names):
-        frames = tmp_path / "davis" / "JPEGImages" / "480p" / name
-        for t in range(6):
-            Image.fromarray(smooth_texture(40, 60, seed=seed + t % 2)).save(frames / f"{t:05d}.jpg")
+    make_dataset_with_frames(tmp_path / "davis", names)
     common = ["--davis", str(tmp_path / "davis"), "--run", "--device", "cpu", "--no-pad-context"]
     single = tmp_path / "single"
     code, _, stderr = run_cli(eval_app, [single, *common])

@@ -52,6 +52,20 @@ def make_dataset(root, sequences):
     (root / "ImageSets" / "2017" / "val.txt").write_text("\n".join(sequences) + "\n")
 
 
+def make_dataset_with_frames(root, sequences):
+    """`make_dataset` with a textured JPEG for every annotated frame, so it can be segmented
+    (`hvc-eval --run`); each sequence has its own texture."""
+    from PIL import Image
+
+    from tests.conftest import smooth_texture
+
+    make_dataset(root, sequences)
+    for seed, seq in enumerate(sequences):
+        for t in range(6):
+            frame = smooth_texture(40, 60, seed=seed + t % 2)
+            Image.fromarray(frame).save(root / "JPEGImages" / "480p" / seq / f"{t:05d}.jpg")
+
+
 def test_evaluation_and_csv_layout(tmp_path):
     make_dataset(tmp_path / "davis", ["a", "b"])
     dataset = DavisDataset(tmp_path / "davis")

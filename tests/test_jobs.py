@@ -29,7 +29,7 @@ from hvc_runtime.runs.job_list import share_out
 from hvc_runtime.utils.errors import HvcError
 from tests.conftest import panning_clip, smooth_texture
 from tests.test_cli import assert_one_line_error, run_cli
-from tests.test_davis import make_dataset
+from tests.test_davis import make_dataset, make_dataset_with_frames
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--device", "cpu", "--no-overlay", "--no-pad-context"]
@@ -226,12 +226,7 @@ def test_torchrun_two_processes_share_the_jobs_and_hvc_eval_scores_them(tmp_path
     0 alone prints the table, the exit code says a job failed; hvc-eval scores the folders."""
     names = ["a", "b", "c"]
     davis = tmp_path / "davis"
-    make_dataset(davis, names)
-    for seed, name in enumerate(names):
-        for t in range(6):
-            Image.fromarray(smooth_texture(40, 60, seed=seed + t % 2)).save(
-                davis / "JPEGImages" / "480p" / name / f"{t:05d}.jpg"
-            )
+    make_dataset_with_frames(davis, names)
     rows = [
         (f"davis/JPEGImages/480p/{n}", f"davis/Annotations/480p/{n}/00000.png", n) for n in names
     ]

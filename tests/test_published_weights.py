@@ -503,12 +503,9 @@ def test_hvc_run_takes_names_and_urls_and_records_them(published, mirror, clip, 
 
 
 def test_hvc_export_and_hvc_eval_take_names_at_the_command_line(published, mirror, tmp_path):
-    from PIL import Image
-
     from hvc_export.cli import app as export_app
     from hvc_runtime.cli import eval_app
-    from tests.conftest import smooth_texture
-    from tests.test_davis import make_dataset
+    from tests.test_davis import make_dataset_with_frames
 
     out = tmp_path / "enc.pt"
     shapes = ["--min-shape", "64x64", "--opt-shape", "64x96", "--max-shape", "128x160"]
@@ -518,10 +515,7 @@ def test_hvc_export_and_hvc_eval_take_names_at_the_command_line(published, mirro
     assert code == 0, stderr
     assert read_manifest(out).weights["checkpoint"]["name"] == "hvc-ytb"
 
-    make_dataset(tmp_path / "davis", ["a"])
-    frames = tmp_path / "davis" / "JPEGImages" / "480p" / "a"
-    for t in range(6):  # the frames make_dataset annotates
-        Image.fromarray(smooth_texture(40, 60, seed=t % 2)).save(frames / f"{t:05d}.jpg")
+    make_dataset_with_frames(tmp_path / "davis", ["a"])
     results = tmp_path / "results"
     args = [results, "--davis", tmp_path / "davis", "--run", "--device", "cpu"]
     code, _, stderr = run_cli(eval_app, [*args, "--checkpoint", "hvc-ytb"])

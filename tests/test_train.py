@@ -220,12 +220,9 @@ def test_short_cpu_run_on_davis2016_train(tmp_path):
 
 
 def test_periodic_validation_logs_davis_jf(image_tree, tmp_path):
-    from tests.test_davis import make_dataset
+    from tests.test_davis import make_dataset_with_frames
 
-    make_dataset(tmp_path / "davis", ["a"])
-    frames = tmp_path / "davis" / "JPEGImages" / "480p" / "a"
-    for t in range(6):
-        Image.fromarray(smooth_texture(40, 60, seed=t % 2)).save(frames / f"{t:05d}.jpg")
+    make_dataset_with_frames(tmp_path / "davis", ["a"])
     config = tiny(
         image_tree, max_steps=3, val_davis=str(tmp_path / "davis"), val_every=2, val_size=None
     )
