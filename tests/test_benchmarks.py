@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from benchmarks.cases import feature_setting
@@ -195,3 +196,25 @@ def test_training_throughput_smoke_times_every_setting_and_writes_both_reports(t
     assert all(len(f["loss_windows"]) == 4 for f in record["follow"].values())
     table = (tmp_path / "throughput.md").read_text()
     assert all(f"| {name} |" in table for name in SETTINGS)
+
+
+def test_scoring_floor_counts_each_disk_and_writes_both_reports(tmp_path):
+    from benchmarks.scoring_floor import app as floor_app
+
+    args = ["--size", "64x96", "--dim", "16", "--context", "3", "--threads", "2", "--runs", "1"]
+    result = CliRunner().invoke(floor_app, [*args, "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "floor.json").read_text())["rows"]
+    assert [row["score_dtype"] for row in rows] == ["float32", "bfloat16"]
+    # 8×12 cells; radius 12 leaves out the grid's farthest corners (13.04 cells apart)
+    ys, xs = torch.meshgrid(torch.arange(8), torch.arange(12), indexing="ij")
+    dy = ys.reshape(-1, 1) - ys.reshape(1, -1)
+    dx = xs.reshape(-1, 1) - xs.reshape(1, -1)
+    pairs = int((dy**2 + dx**2 < 144).sum())
+    assert pairs < 96 * 96
+    for row in rows:
+        assert row["disk_gflop"] == pytest.approx(2 * 16 * (pairs * 3 + 96 * 96) / 1e9)
+        assert row["products_as_issued_gflop"] > row["disk_gflop"]
+        assert row["fast_step_ms"] > 0 and row["products_as_issued_ms"] > 0
+        assert row["disk_floor_ms"] > 0 and row["large_gemm_gflops"] > 0
+    assert "| float32 | 2 | 64x96 | 16 | 1+3 |" in (tmp_path / "floor.md").read_text()

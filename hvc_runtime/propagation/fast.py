@@ -25,7 +25,7 @@ from __future__ import annotations
 import importlib.util
 import warnings
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -215,16 +215,10 @@ def windowed_topk(
     """
     dtype = dtype or query.dtype
     dim, positions = query.shape
-    height, width, tile = windows.height, windows.width, windows.tile
+    tile = windows.tile
     frames = slots.shape[2]
     side = tile + 2 * windows.margin
-    query_h, query_w = windows.padded_query_shape
-    grid = F.pad(query.view(dim, height, width), (0, query_w - width, 0, query_h - height))
-    tiles = (
-        grid.view(dim, query_h // tile, tile, query_w // tile, tile)
-        .permute(1, 3, 0, 2, 4)
-        .reshape(windows.num_tiles, dim, tile * tile)
-    )
+    tiles = query_tiles(query, windows)
     any_absent = 0 in multiplicity
     multiplicity = device_ints(tuple(multiplicity), torch.long, slots.device)
     absent = (multiplicity == 0)[None, None, :, None]
@@ -261,7 +255,7 @@ def windowed_topk(
             index[start:stop] = window_cell * frames + top.indices % frames
 
     if workers > 1:  # CPUs: a share of the tiles per core; small GEMMs scale poorly within one
-        _split_between_cores(rank, windows.num_tiles, workers)
+        split_between_cores(rank, windows.num_tiles, workers)
     else:
         rank(0, windows.num_tiles)
     slot = windows.query_slot
@@ -273,7 +267,22 @@ def windowed_topk(
     return expand_multiplicity(values, frame * positions + cell, multiplicity[frame], k)
 
 
-def _split_between_cores(work: Callable[[int, int], None], count: int, workers: int) -> None:
+def query_tiles(query: torch.Tensor, windows: TileWindows) -> torch.Tensor:
+    """The queries [D, hw] as tiles [T, D, B²], the grid zero-padded to whole tiles."""
+    dim, tile = query.shape[0], windows.tile
+    query_h, query_w = windows.padded_query_shape
+    grid = F.pad(
+        query.view(dim, windows.height, windows.width),
+        (0, query_w - windows.width, 0, query_h - windows.height),
+    )
+    return (
+        grid.view(dim, query_h // tile, tile, query_w // tile, tile)
+        .permute(1, 3, 0, 2, 4)
+        .reshape(windows.num_tiles, dim, tile * tile)
+    )
+
+
+def split_between_cores(work: Callable[[int, int], None], count: int, workers: int) -> None:
     """`work(first, last)` over shares of range(count), each share on a thread of its own that
     runs one intra-op thread.
 
@@ -300,33 +309,49 @@ def _tile_scores(
 ) -> torch.Tensor:
     """Scores [G, B+2P, (B+2P)·U, B²] of tiles start..stop against the keys around them.
 
-    Each tile's keys are a strided view of the slot tensor. One tile is scored in place, key row
-    by key row, each against the query rows of its band (`row_bands`), skipping key-row/query-row
-    pairs outside every disk: whatever those entries hold is masked with `outside` before it can
-    be selected. Several tiles are copied into one batch and scored whole.
+    One tile is scored in place, key row by key row (`key_row_scores`): whatever the entries
+    it skips hold is masked with `outside` before it can be selected. Several tiles are copied
+    into one batch and scored whole.
     """
-    _, key_w, frames, dim = slots.shape
-    tile, side = windows.tile, windows.tile + 2 * windows.margin
-    tiles_x = windows.padded_query_shape[1] // tile
-
-    def region(number: int) -> torch.Tensor:
-        ty, tx = divmod(number, tiles_x)
-        return slots.as_strided(
-            (side, side * frames, dim),
-            (key_w * frames * dim, dim, 1),
-            slots.storage_offset() + (ty * tile * key_w + tx * tile) * frames * dim,
-        )
-
+    frames, side = slots.shape[2], windows.tile + 2 * windows.margin
     if stop - start > 1:
-        regions = torch.stack([region(number) for number in range(start, stop)])
+        regions = torch.stack([_key_region(slots, windows, n) for n in range(start, stop)])
         return score_matmul(regions, tiles[start:stop, None], dtype)
-    keys, query_rows = region(start), tiles[start].T.contiguous()
-    scores = keys.new_empty(1, side, side * frames, tile * tile, dtype=dtype)
-    for a0, a1, q0, q1 in windows.row_bands:  # row by row: each key row is one dense matrix
+    scores = slots.new_empty(1, side, side * frames, windows.tile**2, dtype=dtype)
+    for a, q0, q1, k0, k1, block in key_row_scores(slots, tiles, windows, start, dtype):
+        scores[0, a, k0:k1, q0:q1] = block
+    return scores
+
+
+def key_row_scores(
+    slots: torch.Tensor, tiles: torch.Tensor, windows: TileWindows, number: int, dtype
+) -> Iterator[tuple[int, int, int, int, int, torch.Tensor]]:
+    """Tile `number`'s queries scored against its window one key row at a time: (a, q0, q1,
+    k0, k1, scores [k1-k0, q1-q0]) of key row a's entries k0:k1 (cell·U + frame) against the
+    tile's query columns q0:q1.
+
+    Each key row of the window is one dense matrix (a strided view of the slot tensor), scored
+    only against the query rows of its band and in the key columns they reach (`row_bands`):
+    pairs outside every disk are skipped."""
+    keys, query_rows = _key_region(slots, windows, number), tiles[number].T.contiguous()
+    frames = slots.shape[2]
+    for a0, a1, q0, q1, c0, c1 in windows.row_bands:
         band = query_rows[q0:q1].T  # a view whose transpose is dense: no copy per row
         for a in range(a0, a1):
-            scores[0, a, :, q0:q1] = fast_score_matmul(keys[a], band, dtype)
-    return scores
+            block = fast_score_matmul(keys[a, c0 * frames : c1 * frames], band, dtype)
+            yield a, q0, q1, c0 * frames, c1 * frames, block
+
+
+def _key_region(slots: torch.Tensor, windows: TileWindows, number: int) -> torch.Tensor:
+    """The key cells around tile `number`, [B+2P, (B+2P)·U, D]: a strided view of the slots."""
+    _, key_w, frames, dim = slots.shape
+    tile, side = windows.tile, windows.tile + 2 * windows.margin
+    ty, tx = divmod(number, windows.padded_query_shape[1] // tile)
+    return slots.as_strided(
+        (side, side * frames, dim),
+        (key_w * frames * dim, dim, 1),
+        slots.storage_offset() + (ty * tile * key_w + tx * tile) * frames * dim,
+    )
 
 
 def weighted_labels(labels: torch.Tensor, flat: torch.Tensor, weights: torch.Tensor):

@@ -51,7 +51,8 @@ class TileWindows:
     key_cell: torch.Tensor  # [T, S] flat index into the real grid (0 outside it)
     outside: torch.Tensor  # [T, S, B²] key outside the grid or outside the query's disk
     query_slot: torch.Tensor  # [h*w] row of each real cell in the [T*B²] tile-major order
-    row_bands: tuple[tuple[int, int, int, int], ...]  # (key rows a0:a1, query columns q0:q1)
+    # (key rows a0:a1, query columns q0:q1, key columns c0:c1 of the window's rows)
+    row_bands: tuple[tuple[int, int, int, int, int, int], ...]
     disk_bound: torch.Tensor  # [1] int32: `disk_bound` of these windows, made once per video
 
 
@@ -95,7 +96,7 @@ def tile_windows(
         key_cell,
         outside,
         query_slot,
-        row_bands(tile, margin),
+        row_bands(tile, margin, radius),
         disk_bound(outside, tile, margin),
     )
 
@@ -116,17 +117,25 @@ def disk_bound(outside: torch.Tensor, tile: int, margin: int) -> torch.Tensor:
     return torch.where(admitted, dy**2 + dx**2, -1).amax().to(torch.int32).reshape(1)
 
 
-def row_bands(tile: int, margin: int) -> tuple[tuple[int, int, int, int], ...]:
-    """Which query rows of a tile each window key row can reach, grouped into bands.
+def row_bands(
+    tile: int, margin: int, radius: float
+) -> tuple[tuple[int, int, int, int, int, int], ...]:
+    """Which query rows of a tile each window key row can reach, and which of its key columns,
+    grouped into bands.
 
-    Key row a (0 ≤ a < B+2P) is within P rows of query rows max(0, a-2P)..min(B-1, a) only;
-    scoring each band of key rows against just those query rows (a contiguous block of the
-    tile's B² columns) skips the key-row/query-row pairs that lie outside every disk.
+    Key row a (0 ≤ a < B+2P) is within P rows of query rows max(0, a-2P)..min(B-1, a) only,
+    and of those queries' disks only the columns within ±w of the tile's columns reach it
+    (w: the widest half-chord of the disk over the band's row offsets). Scoring each band of
+    key rows, those columns only (a contiguous run of a key row), against just those query
+    rows (a contiguous block of the tile's B² columns) skips pairs outside every disk.
     """
+    bound = _largest_square_inside(radius)
     bands: list[list[int]] = []
     for a in range(tile + 2 * margin):
         lo, hi = max(0, a - 2 * margin), min(tile - 1, a)
-        columns = [lo * tile, (hi + 1) * tile]
+        reach = max(math.isqrt(bound - (a - margin - i) ** 2) for i in range(lo, hi + 1))
+        first, last = max(0, margin - reach), min(tile + 2 * margin, margin + tile + reach)
+        columns = [lo * tile, (hi + 1) * tile, first, last]
         if bands and bands[-1][2:] == columns and bands[-1][1] == a:
             bands[-1][1] = a + 1
         else:
