@@ -1,7 +1,7 @@
 """The floor under fast propagation on this machine: what its matrix products alone cost.
 
     python -m benchmarks.scoring_floor --size 480p --dim 256 --context 50 --threads 2 \\
-        --out benchmarks/runs/cpu-480p/floor
+        --out benchmarks/runs/cpu-480p-column-bands/floor
 
 For one frame at full context (distinct frames: the most work), per score precision, the median
 of `--runs` timings with the same threads, side by side:
@@ -42,7 +42,7 @@ from hvc_runtime.utils.atomic import atomic_path
 
 app = typer.Typer(add_completion=False)
 _CPU = torch.device("cpu")
-LARGE_GEMMS = (1024, 1536, 2048)  # M = N of GEMMs whose outputs stay in cache; the best counts
+LARGE_GEMMS = (1024, 1536, 2048)  # M = N of large GEMMs; the fastest gives the rate
 
 
 def issued_flops(windows: TileWindows, frames: int, dim: int, positions: int) -> int:
@@ -156,10 +156,14 @@ def main(
     runs: Annotated[int, typer.Option(help="Timed runs per figure (after a warm-up).")] = 3,
     out: Annotated[Path | None, typer.Option(help="Folder for floor.json and floor.md.")] = None,
 ) -> None:
-    torch.set_num_threads(threads)
     names = [name.strip() for name in features.split(",") if name.strip()]
-    rows = [floor_row(size, dim, context, name, threads, runs) for name in names]
-    env = describe(_CPU)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        rows = [floor_row(size, dim, context, name, threads, runs) for name in names]
+        env = describe(_CPU)
+    finally:
+        torch.set_num_threads(previous)
     text = markdown(rows, env)
     typer.echo(text)
     if out is not None:

@@ -125,7 +125,7 @@ def row_bands(
 
     Key row a (0 ≤ a < B+2P) is within P rows of query rows max(0, a-2P)..min(B-1, a) only,
     and of those queries' disks only the columns within ±w of the tile's columns reach it
-    (w: the widest half-chord of the disk over the band's row offsets). Scoring each band of
+    (w: the widest half-chord of the disk at the row offsets from key row a to those rows). Scoring each band of
     key rows, those columns only (a contiguous run of a key row), against just those query
     rows (a contiguous block of the tile's B² columns) skips pairs outside every disk.
     """
@@ -133,7 +133,10 @@ def row_bands(
     bands: list[list[int]] = []
     for a in range(tile + 2 * margin):
         lo, hi = max(0, a - 2 * margin), min(tile - 1, a)
-        reach = max(math.isqrt(bound - (a - margin - i) ** 2) for i in range(lo, hi + 1))
+        room = max(bound - (a - margin - i) ** 2 for i in range(lo, hi + 1))
+        if room < 0:  # no disk reaches this key row (a radius under one cell)
+            continue
+        reach = math.isqrt(room)
         first, last = max(0, margin - reach), min(tile + 2 * margin, margin + tile + reach)
         columns = [lo * tile, (hi + 1) * tile, first, last]
         if bands and bands[-1][2:] == columns and bands[-1][1] == a:
