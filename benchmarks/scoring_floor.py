@@ -64,7 +64,8 @@ def products_as_issued(propagator, query: torch.Tensor, dtype: torch.dtype, thre
     """A callable that runs the frame's matrix products as the fast mode issues them."""
     reference = propagator.references[0]
     slots, windows = reference.store.features, reference.store.windows
-    tiles = query_tiles(query.reshape(query.shape[0], -1), windows)
+    flat = query.reshape(query.shape[0], -1)  # [D, hw]
+    tiles = query_tiles(flat, windows)
     long_term = reference.features[reference.frame]
 
     def windowed(first: int, last: int) -> None:
@@ -74,7 +75,7 @@ def products_as_issued(propagator, query: torch.Tensor, dtype: torch.dtype, thre
 
     def run() -> None:
         split_between_cores(windowed, windows.num_tiles, threads)
-        fast_score_matmul(query.reshape(query.shape[0], -1).T, long_term, dtype)
+        fast_score_matmul(flat.T, long_term, dtype)
 
     return run, windows, slots.shape[2]
 
@@ -128,7 +129,8 @@ def markdown(rows: list[dict], env: dict) -> str:
         f"{env['versions']['torch']}, git {env['git_revision'][:10]}. One frame at full "
         "context; medians. *Products as issued*: the fast mode's GEMMs alone (key rows by "
         "query bands, and the long-term frame), results dropped. *Disk floor*: the "
-        "multiply-adds the radius disks and the long-term frame need, at the best rate of large GEMMs of the same precision.",
+        "multiply-adds the radius disks and the long-term frame need, at the best rate of "
+        "large GEMMs of the same precision.",
         "",
         "| scores | threads | size | dim | context | fast step ms | products as issued ms "
         "| their GFLOP | their GFLOP/s | disk GFLOP | large GEMM GFLOP/s | disk floor ms |",

@@ -124,10 +124,11 @@ def row_bands(
     grouped into bands.
 
     Key row a (0 ≤ a < B+2P) is within P rows of query rows max(0, a-2P)..min(B-1, a) only,
-    and of those queries' disks only the columns within ±w of the tile's columns reach it
-    (w: the widest half-chord of the disk at the row offsets from key row a to those rows). Scoring each band of
-    key rows, those columns only (a contiguous run of a key row), against just those query
-    rows (a contiguous block of the tile's B² columns) skips pairs outside every disk.
+    and of those queries' disks only the columns within ±w of the tile's columns reach it (w:
+    the widest half-chord of the disk at the row offsets from key row a to those rows).
+    Scoring each band of key rows, those columns only (a contiguous run of a key row), against
+    just those query rows (a contiguous block of the tile's B² columns) skips pairs outside
+    every disk.
     """
     bound = _largest_square_inside(radius)
     bands: list[list[int]] = []
