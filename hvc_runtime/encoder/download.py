@@ -2,7 +2,7 @@
 connect and read (a dead network fails in seconds), the body's size checked against
 `Content-Length`, the free space checked first, and a progress bar on stderr.
 
-Only the standard library's urllib; the caller hands a temporary path and renames it into place
+Only the standard library's urllib; `hub` hands it a temporary path and renames that into place
 once the file has passed its checks.
 """
 
