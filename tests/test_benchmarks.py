@@ -9,28 +9,48 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from typer.testing import CliRunner
 
 from benchmarks.cases import feature_setting
 from benchmarks.latency import app
 from benchmarks.profile_propagation import app as profile_app
 from benchmarks.publish import END, START, update
-from tests.conftest import DAVIS2016
+from hvc_runtime.io.masks import write_palette_png
+from tests.conftest import DAVIS2016, smooth_texture
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _small_davis(root: Path, frames: int = 4) -> Path:
+    """The two DAVIS-2016 sequences the benchmark reads (blackswan, bmx-trees), small: textured
+    frames and a square that moves, so the DAVIS parts run in seconds on any machine."""
+    for seed, name in enumerate(("blackswan", "bmx-trees")):
+        for t in range(frames):
+            image = root / "JPEGImages" / "480p" / name / f"{t:05d}.jpg"
+            image.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(smooth_texture(64, 96, seed=seed + t)).save(image)
+            mask = np.zeros((64, 96), np.uint8)
+            mask[16:48, 20 + 2 * t : 52 + 2 * t] = 1
+            annotation = root / "Annotations" / "480p" / name / f"{t:05d}.png"
+            annotation.parent.mkdir(parents=True, exist_ok=True)
+            write_palette_png(annotation, mask)
+    return root
+
+
 def test_smoke_run_writes_json_table_and_plots(tmp_path):
     out = tmp_path / "bench"
+    davis = _small_davis(tmp_path / "davis")
     args = [
         "--backends", "torch-eager-fp32,torch-eager-half-cl,onnxruntime-cpu,tensorrt",
         "--sizes", "64x96", "--batches", "1,2", "--dims", "256", "--contexts", "3,1",
         "--feature-dtypes", "fp32,bf16-scores",
         "--warmup", "0", "--runs", "2", "--e2e-frames", "3", "--e2e-size", "64x96",
         "--memory-lengths", "5,20", "--memory-grid", "4x6", "--agreement-frames", "3",
-        "--device", "cpu", "--out", str(out),
+        "--davis", str(davis), "--device", "cpu", "--out", str(out),
     ]  # fmt: skip
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.stderr
@@ -62,18 +82,13 @@ def test_smoke_run_writes_json_table_and_plots(tmp_path):
     assert all(r["fps_device_only"] is None for r in data["end_to_end"])  # on a CPU, the same
     # 3 frames never fill a context of 50: no steady-state figure rather than a wrong one
     assert all(r["steady_fps_end_to_end"] is None for r in data["end_to_end"])
-    if DAVIS2016.is_dir():  # a real sequence played forth and back to the requested length
-        assert (
-            data["end_to_end"][1]["frames"] == 3 and "blackswan" in data["end_to_end"][1]["video"]
-        )
+    # a DAVIS sequence played forth and back to the requested length
+    assert data["end_to_end"][1]["frames"] == 3 and "blackswan" in data["end_to_end"][1]["video"]
     assert [r["frames"] for r in data["memory"]] == [5, 20]
-    if DAVIS2016.is_dir():
-        rows = data["agreement"]
-        assert [r["backend"] for r in rows] == ["torch", "torchscript", "onnxruntime"]
-        assert all(r["frames"] == 3 and r["pixel_agreement_pct"] >= 99.9 for r in rows)
-        assert "Fast vs reference masks" in (out / "latency.md").read_text()
-    else:
-        assert any(s["backend"] == "agreement" for s in data["skipped"])
+    rows = data["agreement"]
+    assert [r["backend"] for r in rows] == ["torch", "torchscript", "onnxruntime"]
+    assert all(r["frames"] == 3 and r["pixel_agreement_pct"] >= 99.9 for r in rows)
+    assert "Fast vs reference masks" in (out / "latency.md").read_text()
     assert any(s["backend"] == "tensorrt" for s in data["skipped"])
     assert any(s["backend"] == "fast-triton" for s in data["skipped"])  # no GPU here
     table = (out / "latency.md").read_text()
@@ -88,6 +103,16 @@ def test_smoke_run_writes_json_table_and_plots(tmp_path):
     update(page, out / "latency.json")
     text = page.read_text()
     assert "old" not in text and "| onnxruntime-cpu | 64x96 |" in text and text.endswith("rest\n")
+
+
+def test_agreement_without_davis_data_is_recorded_as_skipped(tmp_path):
+    missing = tmp_path / "no-davis"
+    out = tmp_path / "bench"
+    args = ["--agreement", "--davis", str(missing), "--device", "cpu", "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.stderr
+    skipped = json.loads((out / "latency.json").read_text())["skipped"]
+    assert {"backend": "agreement", "reason": f"no DAVIS data at {missing}"} in skipped
 
 
 def test_gpu_benchmark_smoke_runs_every_part_and_records_each(tmp_path):
