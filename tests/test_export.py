@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import os
 
-import numpy as np
 import pytest
 import torch
 from torchvision.models import resnet18, resnet50
 from typer.testing import CliRunner
 
+from benchmarks.mask_agreement import pixel_agreement
 from hvc_export.cli import app as export_app
 from hvc_export.exporter import ExportRequest, export
 from hvc_export.graph import ExportGraph, ShapeRange
@@ -21,7 +21,6 @@ from hvc_runtime.encoder.backends import load_backend
 from hvc_runtime.encoder.backends.torchscript import quiet_jit
 from hvc_runtime.encoder.checkpoints import CheckpointHeader, load_encoder, save_encoder
 from hvc_runtime.encoder.formats import FORMATS
-from hvc_runtime.io.masks import read_mask
 from hvc_runtime.utils.errors import HvcError
 from tests.conftest import smooth_texture
 
@@ -197,8 +196,9 @@ def test_hvc_run_uses_an_artifact_by_its_manifest(clip, tmp_path):
         )
         assert result.exit_code == 0, result.stderr
     assert "onnx fp32 artifact" in result.stderr and "on onnxruntime" in result.stderr
-    for png in sorted((tmp_path / "torch" / "masks").glob("*.png")):
-        assert np.array_equal(read_mask(png), read_mask(tmp_path / "onnx" / "masks" / png.name))
+    # ONNX Runtime's fp32 kernels round differently from torch's: a pixel near a tie may flip.
+    agreement, frames = pixel_agreement(tmp_path / "torch" / "masks", tmp_path / "onnx" / "masks")
+    assert frames == 6 and agreement >= 99.9
     refusals = {
         "a onnx artifact runs on onnxruntime, not tensorrt": ["--checkpoint", str(out)],
         "--backend onnxruntime: runs an exported encoder": [],
