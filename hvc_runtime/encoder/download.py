@@ -2,8 +2,8 @@
 connect and read (a dead network fails in seconds), the body's size checked against
 `Content-Length`, the free space checked first, and a progress bar on stderr.
 
-Only the standard library's urllib. It writes to the temporary path `hub` gives it; `hub`
-renames that file into place once it has passed its checks.
+Only the standard library's urllib. It writes to a temporary path chosen by `hub`, which
+renames the file into place once it has passed its checks.
 """
 
 from __future__ import annotations
